@@ -1,0 +1,1 @@
+"""Dataset loaders: each turns one public or native layout into a RecDataset."""

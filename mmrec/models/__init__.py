@@ -1,0 +1,1 @@
+"""Plain PyTorch models: encoders, fusion, towers (no Lightning or Hydra imports here)."""

@@ -1,0 +1,1 @@
+"""One encoder per modality, each a backbone plus masked pooling: inputs -> (B, D_backbone)."""

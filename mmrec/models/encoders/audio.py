@@ -1,0 +1,112 @@
+"""Audio encoder: a wav2vec2-style model (torchaudio or Hugging Face) with masked pooling over time."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torchaudio
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from mmrec.models.encoders.adapt import ModalityEncoder, apply_training_mode, masked_mean
+from mmrec.models.encoders.text import load_pretrained
+
+BACKENDS = ("torchaudio", "hf")
+
+
+class AudioBackbone(nn.Module):
+    """(B, T) waveform + (B, T) sample mask (True on real samples) -> (B, D).
+
+    Pooling covers only the output frames computed from real samples, so padding never
+    changes an item's embedding.
+    """
+
+    def __init__(self, model: nn.Module, backend: str):
+        super().__init__()
+        self.model, self.backend = model, backend
+
+    def forward(self, waveform: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        lengths = mask.sum(1)
+        if self.backend == "torchaudio":
+            # torchaudio masks attention beyond ``lengths``; the conv front end sees only zeros there.
+            waveform = waveform * mask
+            frames, frame_lengths = self.model(waveform, lengths)  # (B, T', D), (B,)
+        else:
+            frames = self.model(input_values=waveform * mask, attention_mask=mask.long()).last_hidden_state
+            frame_lengths = self.model._get_feat_extract_output_lengths(lengths)
+        frame_mask = torch.arange(frames.shape[1], device=frames.device) < frame_lengths.unsqueeze(1)
+        return masked_mean(frames, frame_mask)
+
+
+class _CheckpointedLayer(nn.Module):
+    """Gradient checkpointing for torchaudio transformer layers, which have no switch of their own."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, *args, **kwargs):
+        if not (self.training and torch.is_grad_enabled()):
+            return self.layer(*args, **kwargs)
+        return checkpoint(self.layer, *args, use_reentrant=False, **kwargs)
+
+
+def _torchaudio_model(bundle: str | None, checkpoint_path: str | None, architecture: Mapping | None) -> nn.Module:
+    if architecture:
+        return torchaudio.models.wav2vec2_model(**dict(architecture))
+    if not bundle:
+        raise ValueError("encoder.audio needs either 'architecture' (random init) or 'bundle' (e.g. WAV2VEC2_BASE)")
+    if not hasattr(torchaudio.pipelines, bundle):
+        raise ValueError(f"unknown torchaudio bundle '{bundle}': expected a name from torchaudio.pipelines such as WAV2VEC2_BASE")
+    pipeline = getattr(torchaudio.pipelines, bundle)
+    if checkpoint_path:  # a local copy of the bundle's weights
+        model = torchaudio.models.wav2vec2_model(**pipeline._params)
+        model.load_state_dict(torch.load(checkpoint_path, map_location="cpu", weights_only=True))
+        return model
+    try:
+        return pipeline.get_model()
+    except Exception as err:  # download failures surface as URLError/HTTPError/RuntimeError
+        raise OSError(
+            f"cannot fetch torchaudio bundle '{bundle}' weights: save `{bundle}.get_model().state_dict()` where the "
+            f"network is reachable and set encoder.audio.checkpoint_path to that file. ({err})"
+        ) from err
+
+
+def build_audio_encoder(
+    backend: str = "torchaudio",
+    mode: str = "frozen",
+    bundle: str | None = None,
+    checkpoint_path: str | None = None,
+    architecture: Mapping | None = None,
+    name_or_path: str | None = None,
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj"),
+    lora_r: int = 8,
+    lora_alpha: int = 16,
+    gradient_checkpointing: bool = False,
+) -> ModalityEncoder:
+    """Build the audio ModalityEncoder.
+
+    torchaudio: ``architecture`` (wav2vec2_model kwargs, random init) or ``bundle`` (+ optional
+    local ``checkpoint_path``). hf: ``Wav2Vec2Model.from_pretrained(name_or_path)``, hub id or folder.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown audio backend '{backend}': expected one of {BACKENDS}")
+    if backend == "torchaudio":
+        model = _torchaudio_model(bundle, checkpoint_path, architecture)
+        width = model.encoder.transformer.layers[0].attention.embed_dim
+        if gradient_checkpointing:
+            layers = model.encoder.transformer.layers
+            for i, layer in enumerate(layers):
+                layers[i] = _CheckpointedLayer(layer)
+    else:
+        from transformers import Wav2Vec2Model
+
+        if not name_or_path:
+            raise ValueError("encoder.audio.name_or_path is required for backend=hf")
+        model = load_pretrained(Wav2Vec2Model.from_pretrained, name_or_path, "wav2vec2 model")
+        width = model.config.hidden_size
+        if gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+    model = apply_training_mode(model, mode, list(lora_targets), lora_r, lora_alpha)
+    return ModalityEncoder(AudioBackbone(model, backend), width, mode)

