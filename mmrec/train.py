@@ -58,6 +58,7 @@ def build(cfg: DictConfig) -> tuple[RecDataModule, RecModule]:
         encoders, dm.num_items, dm.num_users, fusion=cfg.fusion.name, dim=m.dim, fusion_layers=cfg.fusion.layers,
         fusion_heads=cfg.fusion.heads, dropout=m.dropout, modality_dropout=m.modality_dropout, item_id=m.item_id,
         id_dropout=m.id_dropout, user_id=m.user_id, user_pooling=m.user_pooling, history_length=cfg.data.history_length,
+        empty_items=m.empty_items,
     )
     module = RecModule(
         model, TwoTowerLoss(**cfg.loss), instantiate(cfg.optimizer), encoders, encoder_lr_scale=m.encoder_lr_scale,

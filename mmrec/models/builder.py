@@ -53,6 +53,7 @@ def build_model(
     user_id: bool = False,
     user_pooling: str = "attn",
     history_length: int = 20,
+    empty_items: str = "error",
 ) -> TwoTowerModel:
     """Encoders -> per-modality projections -> fusion -> item tower; history pooling -> user tower.
 
@@ -64,6 +65,6 @@ def build_model(
     fusion_module = build_fusion(fusion, tuple(built), dim, fusion_layers, fusion_heads, dropout) if built else None
     if fusion_module is None and not item_id:
         raise ValueError("no encoder is enabled and model.item_id is false: the item tower would have nothing to embed")
-    item_tower = ItemTower(projections, fusion_module, dim, num_items if item_id else None, id_dropout if built else 0.0, modality_dropout)
+    item_tower = ItemTower(projections, fusion_module, dim, num_items if item_id else None, id_dropout if built else 0.0, modality_dropout, empty_items)
     user_tower = UserTower(dim, history_length, user_pooling, num_users if user_id else None, fusion_heads, dropout)
     return TwoTowerModel(built, item_tower, user_tower)

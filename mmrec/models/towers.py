@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 USER_POOLINGS = ("attn", "mean")
+EMPTY_ITEM_POLICIES = ("error", "learned")
 
 
 @dataclass
@@ -44,14 +45,19 @@ class ItemTower(nn.Module):
 
     The ID embedding is dropped per item with probability ``id_dropout`` in training, so the
     tower also learns to embed items from content alone (cold-start items have untrained IDs).
-    Items with no modality present embed from their ID alone, which needs ``num_items``.
+    Items with no modality present embed from their ID when ``num_items`` is set; otherwise
+    ``empty_items`` decides: 'error' raises, 'learned' gives them one shared learned vector
+    (for single-modality ablations on catalogues where some items lack that modality).
     """
 
-    def __init__(self, projections: nn.ModuleDict, fusion: nn.Module | None, dim: int, num_items: int | None = None, id_dropout: float = 0.5, modality_dropout: float = 0.0):
+    def __init__(self, projections: nn.ModuleDict, fusion: nn.Module | None, dim: int, num_items: int | None = None, id_dropout: float = 0.5, modality_dropout: float = 0.0, empty_items: str = "error"):
         super().__init__()
         if fusion is None and num_items is None:
             raise ValueError("an item tower needs content (at least one modality) or item-ID embeddings")
+        if empty_items not in EMPTY_ITEM_POLICIES:
+            raise ValueError(f"unknown model.empty_items '{empty_items}': expected one of {EMPTY_ITEM_POLICIES}")
         self.projections, self.fusion, self.dim = projections, fusion, dim
+        self.empty = nn.Parameter(torch.randn(dim) * 0.02) if empty_items == "learned" else None
         self.id_embedding = nn.Embedding(num_items, dim) if num_items else None
         if self.id_embedding is not None:
             nn.init.normal_(self.id_embedding.weight, std=0.02)
@@ -65,9 +71,14 @@ class ItemTower(nn.Module):
             if self.training:
                 present = modality_dropout(present, self.modality_dropout)
             has_content = torch.stack([present[m] for m in sorted(self.projections)], dim=1).any(dim=1)
-            if self.id_embedding is None and not bool(has_content.all()):
+            if self.id_embedding is None and self.empty is None and not bool(has_content.all()):
                 rows = index[~has_content].tolist()[:5]
-                raise ValueError(f"item(s) {rows} have no modality present and item-ID embeddings are off (model.item_id=false)")
+                raise ValueError(
+                    f"item(s) {rows} have no modality present and item-ID embeddings are off: set model.item_id=true, "
+                    "or model.empty_items=learned to give such items one shared learned embedding"
+                )
+            if self.empty is not None:
+                out = out + (~has_content).unsqueeze(1).to(out.dtype) * self.empty
             rows = has_content.nonzero(as_tuple=True)[0]
             projected = {m: self.projections[m](features[m][rows]) for m in sorted(self.projections)}
             fused = self.fusion(projected, {m: present[m][rows] for m in projected})

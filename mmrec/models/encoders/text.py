@@ -79,6 +79,8 @@ def build_text_encoder(
                 raise ValueError(f"encoder.text.config_overrides: '{key}' is not a field of {type(config).__name__}")
             setattr(config, key, value)
         model = AutoModel.from_config(config)
+    if getattr(model, "pooler", None) is not None:
+        model.pooler = None  # unused (we pool hidden states); unused trainable weights break DDP
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model = apply_training_mode(model, mode, list(lora_targets), lora_r, lora_alpha)

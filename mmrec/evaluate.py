@@ -1,0 +1,54 @@
+"""Re-evaluate a checkpoint with full ranking: python -m mmrec.evaluate ckpt_path=PATH [part=valid]
+
+The model and data config come from the checkpoint (stored by mmrec.train); entries under
+``overrides`` replace parts of it, e.g. ``+overrides.data.root=/other/copy``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from mmrec.evaluation.table import format_metrics
+from mmrec.train import CONFIG_DIR, build, run_dir, write_results
+
+log = logging.getLogger("mmrec")
+PARTS = ("valid", "test")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Metrics of the checkpoint at ``cfg.ckpt_path`` on ``cfg.part``; also written to metrics.json."""
+    path = Path(cfg.ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file")
+    if cfg.part not in PARTS:
+        raise ValueError(f"part={cfg.part}: expected one of {PARTS}")
+    stored = torch.load(path, map_location="cpu", weights_only=False).get("mmrec_config")
+    if not stored:
+        raise ValueError(f"{path} holds no mmrec_config: it was not written by mmrec.train")
+    train_cfg = OmegaConf.merge(OmegaConf.create(stored), OmegaConf.create(OmegaConf.to_container(cfg.overrides, resolve=True)))
+    L.seed_everything(train_cfg.seed, workers=True)
+    dm, module = build(train_cfg)
+    trainer = L.Trainer(accelerator=cfg.accelerator, devices=1, logger=False, enable_checkpointing=False)
+    run = trainer.validate if cfg.part == "valid" else trainer.test
+    run(module, datamodule=dm, ckpt_path=str(path), weights_only=False)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    write_results(run_dir(), metrics, {"evaluated_checkpoint": str(path.resolve()), **OmegaConf.to_container(train_cfg)})
+    print(format_metrics(metrics, cfg.part, title=f"{path.name} ({dm.dataset.name})"))
+    print(f"results: {run_dir() / 'metrics.json'}")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""In-batch softmax against a straightforward reference; logQ and accidental-hit masking."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmrec.losses.bce import PointwiseScorer, pointwise_bce
+from mmrec.losses.contrastive import ContrastiveLoss, in_batch_softmax
+from mmrec.losses.two_tower import TwoTowerLoss
+
+
+def reference(users, items, labels, scale, log_q=None, exclude=None):
+    """Row by row: -log softmax over the allowed columns, at the label."""
+    total = 0.0
+    for b in range(len(users)):
+        logits = []
+        for c in range(len(items)):
+            if exclude is not None and exclude[b, c] and c != labels[b]:
+                continue
+            z = math.exp(scale) * float(users[b] @ items[c]) - (float(log_q[c]) if log_q is not None else 0.0)
+            logits.append((c, z))
+        zmax = max(z for _, z in logits)
+        log_norm = zmax + math.log(sum(math.exp(z - zmax) for _, z in logits))
+        total += log_norm - dict(logits)[int(labels[b])]
+    return total / len(users)
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(0)
+    users = F.normalize(torch.randn(6, 8, generator=g), dim=1)
+    items = F.normalize(torch.randn(9, 8, generator=g), dim=1)
+    labels = torch.tensor([0, 1, 2, 3, 4, 5])
+    return users, items, labels
+
+
+def test_matches_reference(batch):
+    users, items, labels = batch
+    scale = torch.tensor(math.log(1 / 0.1))
+    got = in_batch_softmax(users, items, labels, scale)
+    assert got.item() == pytest.approx(reference(users, items, labels, scale.item()), rel=1e-5)
+
+
+def test_logq_correction_is_subtracting_log_frequency(batch):
+    users, items, labels = batch
+    scale = torch.tensor(2.0)
+    log_q = torch.log(torch.tensor([0.3, 0.2, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05]))
+    got = in_batch_softmax(users, items, labels, scale, log_q=log_q)
+    assert got.item() == pytest.approx(reference(users, items, labels, 2.0, log_q=log_q), rel=1e-5)
+    assert got.item() != pytest.approx(in_batch_softmax(users, items, labels, scale).item(), rel=1e-3)
+    # a uniform q shifts every logit equally: no change
+    uniform = torch.full((9,), math.log(1 / 9))
+    assert in_batch_softmax(users, items, labels, scale, log_q=uniform).item() == pytest.approx(in_batch_softmax(users, items, labels, scale).item(), rel=1e-6)
+
+
+def test_accidental_hits_are_removed_but_never_the_positive(batch):
+    users, items, labels = batch
+    exclude = torch.zeros(6, 9, dtype=torch.bool)
+    exclude[0, 3] = exclude[2, 7] = exclude[4, 4] = True  # (4, 4) is row 4's own positive: kept
+    got = in_batch_softmax(users, items, labels, torch.tensor(1.0), exclude=exclude)
+    assert got.item() == pytest.approx(reference(users, items, labels, 1.0, exclude=exclude), rel=1e-5)
+    assert got.item() < in_batch_softmax(users, items, labels, torch.tensor(1.0)).item()
+
+
+def test_module_masks_duplicates_and_interactions():
+    g = torch.Generator().manual_seed(1)
+    users = F.normalize(torch.randn(4, 8, generator=g), dim=1)
+    items = F.normalize(torch.randn(4, 8, generator=g), dim=1)
+    item_ids = torch.tensor([7, 7, 3, 9])  # rows 0 and 1 share a positive item
+    user_ids = torch.tensor([0, 1, 2, 3])
+    loss = ContrastiveLoss(temperature=0.5)
+
+    def interacted(u, i):
+        return (u == 2) & (i == 9)  # user 2 interacted with item 9
+
+    got = loss(users, items, user_ids, item_ids, interacted=interacted)
+    exclude = torch.zeros(4, 4, dtype=torch.bool)
+    exclude[0, 1] = exclude[1, 0] = True
+    exclude[2, 3] = True
+    assert got.item() == pytest.approx(reference(users, items, torch.arange(4), math.log(2.0), exclude=exclude), rel=1e-5)
+
+
+def test_temperature_is_clamped_and_learned():
+    loss = ContrastiveLoss(temperature=0.001, max_logit_scale=50.0)
+    users = F.normalize(torch.randn(3, 4), dim=1)
+    out = loss(users, users.clone(), torch.arange(3), torch.arange(3))
+    assert out.item() == pytest.approx(in_batch_softmax(users, users, torch.arange(3), torch.tensor(math.log(50.0))).item(), rel=1e-5)
+    assert ContrastiveLoss().logit_scale.requires_grad and not ContrastiveLoss(learn_temperature=False).logit_scale.requires_grad
+
+
+def test_loss_falls_when_positives_align():
+    torch.manual_seed(0)
+    users = F.normalize(torch.randn(16, 32), dim=1)
+    aligned = users.clone()
+    random_items = F.normalize(torch.randn(16, 32), dim=1)
+    loss = TwoTowerLoss()
+    neg = F.normalize(torch.randn(16, 4, 32), dim=1)
+    ids = torch.arange(16)
+    valid = torch.ones(16, 4, dtype=torch.bool)
+    good = loss(users, aligned, neg, ids, ids, valid)
+    bad = loss(users, random_items, neg, ids, ids, valid)
+    assert good.contrastive < bad.contrastive and good.bce < bad.bce and good.total < bad.total
+    assert good.total.item() == pytest.approx(good.contrastive.item() + 0.5 * good.bce.item(), rel=1e-5)
+
+
+def test_bce_leaves_out_invalid_negatives():
+    pos, neg = torch.tensor([2.0, -1.0]), torch.tensor([[0.5, 3.0], [-2.0, 1.0]])
+    valid = torch.tensor([[True, False], [True, True]])
+    expected = (F.softplus(-pos).sum() + F.softplus(neg[valid]).sum()) / 5
+    assert pointwise_bce(pos, neg, valid).item() == pytest.approx(expected.item(), rel=1e-6)
+    scorer = PointwiseScorer(init_scale=2.0, init_bias=-1.0)
+    u, i = torch.ones(1, 3) / 3**0.5, torch.ones(1, 2, 3) / 3**0.5
+    torch.testing.assert_close(scorer(u, i), torch.tensor([[1.0, 1.0]]))
+
+
+def test_bad_weights():
+    with pytest.raises(ValueError, match="not both 0"):
+        TwoTowerLoss(w_contrastive=0, w_bce=0)

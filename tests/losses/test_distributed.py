@@ -1,0 +1,68 @@
+"""With 2 CPU processes (gloo), the gathered loss and gradients equal the single-process ones."""
+
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from mmrec.losses.contrastive import ContrastiveLoss
+from mmrec.losses.distributed import rank_and_world
+
+B, D, WORLD = 4, 8, 2
+
+
+def global_batch():
+    g = torch.Generator().manual_seed(0)
+    users = F.normalize(torch.randn(WORLD * B, D, generator=g), dim=1)
+    items = F.normalize(torch.randn(WORLD * B, D, generator=g), dim=1)
+    item_ids = torch.tensor([0, 1, 2, 3, 4, 1, 6, 7])  # item 1 appears on both ranks
+    log_q = torch.log(torch.linspace(0.05, 0.2, WORLD * B))
+    return users, items, item_ids, log_q
+
+
+def interacted(u, i):
+    return (u == 2) & (i == 6)  # user 2 (rank 0) interacted with item 6 (on rank 1)
+
+
+def worker(rank, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    assert rank_and_world() == (rank, WORLD)
+    users, items, item_ids, log_q = global_batch()
+    rows = slice(rank * B, (rank + 1) * B)
+    u, i = users[rows].clone().requires_grad_(), items[rows].clone().requires_grad_()
+    loss_fn = ContrastiveLoss(temperature=0.1)
+    loss = loss_fn(u, i, torch.arange(WORLD * B)[rows], item_ids[rows], log_q[rows], interacted)
+    loss.backward()
+    out[rank] = (loss.detach(), u.grad, i.grad, loss_fn.logit_scale.grad)
+    dist.destroy_process_group()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_gathered_loss_and_gradients_equal_single_process():
+    users, items, item_ids, log_q = global_batch()
+    u, i = users.clone().requires_grad_(), items.clone().requires_grad_()
+    loss_fn = ContrastiveLoss(temperature=0.1)
+    single = loss_fn(u, i, torch.arange(WORLD * B), item_ids, log_q, interacted)
+    single.backward()
+
+    manager = mp.Manager()
+    out = manager.dict()
+    mp.start_processes(worker, args=(free_port(), out), nprocs=WORLD, start_method="spawn")
+    losses = torch.stack([out[r][0] for r in range(WORLD)])
+    # equal local batches: the single-process mean is the mean of the per-rank losses
+    torch.testing.assert_close(losses.mean(), single.detach())
+    # each rank's backward (through all_gather) sums every rank's loss; DDP then averages by WORLD
+    for r in range(WORLD):
+        rows = slice(r * B, (r + 1) * B)
+        torch.testing.assert_close(out[r][1] / WORLD, u.grad[rows])
+        torch.testing.assert_close(out[r][2] / WORLD, i.grad[rows])
+    torch.testing.assert_close(sum(out[r][3] for r in range(WORLD)) / WORLD, loss_fn.logit_scale.grad)

@@ -1,0 +1,84 @@
+"""Every fusion: shapes, any subset of modalities, absence invariance, order invariance."""
+
+import itertools
+
+import pytest
+import torch
+
+from mmrec.models.fusion import FUSIONS, build_fusion
+
+MODS = ("audio", "image", "text")
+D = 16
+
+
+def inputs(b=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    emb = {m: torch.randn(b, D, generator=g) for m in MODS}
+    subsets = [s for r in (1, 2, 3) for s in itertools.combinations(MODS, r)]  # every non-empty subset
+    present = {m: torch.tensor([m in subsets[i % len(subsets)] for i in range(b)]) for m in MODS}
+    return emb, present
+
+
+@pytest.mark.parametrize("name", FUSIONS)
+def test_shapes_and_weights(name):
+    torch.manual_seed(0)
+    fusion = build_fusion(name, MODS, D, layers=1, heads=2).eval()
+    emb, present = inputs(b=7)
+    out = fusion(emb, present)
+    assert out.embedding.shape == (7, D) and torch.isfinite(out.embedding).all()
+    if out.weights is not None:
+        mask = torch.stack([present[m] for m in MODS], 1)
+        assert out.weights.shape == (7, 3)
+        torch.testing.assert_close(out.weights.sum(1), torch.ones(7))
+        assert torch.all(out.weights[~mask] == 0)
+    assert (name in ("gated", "late", "mean")) == (out.weights is not None)
+
+
+@pytest.mark.parametrize("name", FUSIONS)
+def test_absent_modality_values_do_not_matter(name):
+    torch.manual_seed(0)
+    fusion = build_fusion(name, MODS, D, layers=1, heads=2).eval()
+    emb, present = inputs(b=7)
+    out = fusion(emb, present).embedding
+    noisy = {m: torch.where(present[m].unsqueeze(1), emb[m], torch.randn_like(emb[m]) * 100) for m in MODS}
+    torch.testing.assert_close(fusion(noisy, present).embedding, out)
+
+
+@pytest.mark.parametrize("name", FUSIONS)
+def test_dict_order_does_not_matter_and_grads_flow(name):
+    torch.manual_seed(0)
+    fusion = build_fusion(name, ("text", "audio", "image"), D, layers=1, heads=2).eval()
+    emb, present = inputs()
+    reordered_emb = {m: emb[m] for m in reversed(MODS)}
+    reordered_present = {m: present[m] for m in ("image", "text", "audio")}
+    torch.testing.assert_close(fusion(reordered_emb, reordered_present).embedding, fusion(emb, present).embedding)
+    x = {m: e.clone().requires_grad_() for m, e in emb.items()}
+    direction = torch.randn(D, generator=torch.Generator().manual_seed(123))
+    (fusion(x, present).embedding * direction).sum().backward()  # a plain sum is constant under LayerNorm
+    for m in MODS:
+        grad = x[m].grad.abs().sum(1)
+        assert torch.all(grad[~present[m]] == 0) and torch.all(grad[present[m]] > 0)
+
+
+def test_single_present_modality_under_mean_and_late_is_that_modality():
+    emb, _ = inputs(b=2)
+    present = {"audio": torch.tensor([False, False]), "image": torch.tensor([True, False]), "text": torch.tensor([False, True])}
+    mean = build_fusion("mean", MODS, D)(emb, present).embedding
+    torch.testing.assert_close(mean, torch.stack([emb["image"][0], emb["text"][1]]))
+    late = build_fusion("late", MODS, D)(emb, present).embedding
+    torch.testing.assert_close(late.norm(dim=1), torch.ones(2))
+
+
+@pytest.mark.parametrize("name", FUSIONS)
+def test_item_with_no_modality_is_an_error(name):
+    emb, present = inputs(b=3)
+    present = {m: torch.tensor([True, False, True]) for m in MODS}
+    with pytest.raises(ValueError, match=r"item row\(s\) \[1\] have none of the modalities"):
+        build_fusion(name, MODS, D, layers=1, heads=2)(emb, present)
+
+
+def test_unknown_fusion_and_bad_heads():
+    with pytest.raises(ValueError, match="unknown fusion 'sum'"):
+        build_fusion("sum", MODS, D)
+    with pytest.raises(ValueError, match="not divisible by fusion.heads=3"):
+        build_fusion("attn", MODS, D, heads=3)
