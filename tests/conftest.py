@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import hydra
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
@@ -34,7 +35,7 @@ def compose_config(name: str, overrides: list[str], output_dir: Path) -> DictCon
     """A composed config as ``python -m mmrec.<name>`` would see it, running in ``output_dir``."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
+        cfg = hydra.compose(config_name=name, overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(output_dir)
         cfg.hydra.job.num = 0
@@ -53,3 +54,9 @@ def train_config(data_dir: Path, tmp_path: Path):
         return compose_config("train", [*base, *TINY_DATA, *TINY_MODEL, *overrides], tmp_path / "run")
 
     return make
+
+
+@pytest.fixture
+def compose():
+    """``compose(name, overrides, output_dir)``: any entry point's composed config."""
+    return compose_config

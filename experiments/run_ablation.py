@@ -1,0 +1,93 @@
+"""Run a grid of experiments x seeds as separate `mmrec.train` processes, then tabulate them.
+
+    python experiments/run_ablation.py --out runs/ablation_synthetic               # embedded data
+    python experiments/run_ablation.py --preset ml100k --out runs/ml100k
+
+Each run lands in OUT/<experiment>/seed<k>/ with its metrics.json; runs that already have one
+are skipped, so an interrupted grid resumes where it stopped. The table (mean ± std over seeds)
+is printed and written to OUT/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PRESETS = {
+    "synthetic": {
+        "experiments": ["fusion_attn", "fusion_concat", "fusion_gated", "fusion_late", "fusion_mean", "text_only", "image_only", "audio_only", "id_only"],
+        "overrides": [],
+        "metrics": ["test_warm/recall@20", "test_warm/ndcg@20", "test_cold/recall@20", "test_cold/ndcg@20"],
+        "seeds": [0, 1, 2],
+    },
+    "ml100k": {
+        # text + item IDs is text_only with the ID embedding switched on
+        "experiments": ["id_only", "text_only", "text_only+ids"],
+        "overrides": ["data=ml100k", "eval.monitor=valid/ndcg@10"],
+        "metrics": ["test/recall@10", "test/ndcg@10", "test/hit@10", "test/mrr@10"],
+        "seeds": [0],
+    },
+}
+VARIANTS = {"+ids": ["model.item_id=true"]}
+
+
+def command(experiment: str, seed: int, out: Path, overrides: list[str]) -> list[str]:
+    base, _, variant = experiment.partition("+")
+    extra = VARIANTS.get("+" + variant, []) if variant else []
+    return [
+        sys.executable, "-m", "mmrec.train", f"+experiment={base}", f"seed={seed}", "logger=csv",
+        f"run_name={experiment}", f"hydra.run.dir={out}", *overrides, *extra,
+    ]
+
+
+def table(out: Path, experiments: list[str], metrics: list[str]) -> str:
+    lines = ["| experiment | seeds | " + " | ".join(metrics) + " | minutes/run |", "|---" * (len(metrics) + 3) + "|"]
+    for experiment in experiments:
+        runs = [json.loads(p.read_text()) for p in sorted((out / experiment).glob("seed*/metrics.json"))]
+        minutes = [json.loads(p.read_text())["seconds"] / 60 for p in sorted((out / experiment).glob("seed*/timing.json"))]
+        cells = []
+        for metric in metrics:
+            values = np.array([r.get(metric, 0.0) for r in runs])
+            cells.append(f"{values.mean():.4f} ± {values.std(ddof=1) if len(values) > 1 else 0:.4f}" if len(values) else "–")
+        timing = f"{np.mean(minutes):.1f}" if minutes else "–"
+        lines.append(f"| {experiment} | {len(runs)} | " + " | ".join(cells) + f" | {timing} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="synthetic")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--experiments", nargs="+", default=None)
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
+    args = parser.parse_args()
+    preset = PRESETS[args.preset]
+    experiments = args.experiments or preset["experiments"]
+    for seed in args.seeds or preset["seeds"]:
+        for experiment in experiments:
+            run = args.out / experiment / f"seed{seed}"
+            if (run / "metrics.json").is_file():
+                continue
+            start = time.time()
+            print(f"== {experiment} seed {seed}", flush=True)
+            result = subprocess.run(command(experiment, seed, run, preset["overrides"] + args.overrides), capture_output=True, text=True)
+            if result.returncode:
+                sys.exit(f"{experiment} seed {seed} failed:\n{result.stderr[-4000:]}")
+            (run / "timing.json").write_text(json.dumps({"seconds": time.time() - start}))
+    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.python_version()}, torch {torch.__version__}"
+    text = table(args.out, experiments, preset["metrics"])
+    (args.out / "results.md").write_text(f"{text}\n\nmachine: {machine}\ncommand: python experiments/run_ablation.py --preset {args.preset} --out {args.out}\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
