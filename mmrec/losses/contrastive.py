@@ -41,13 +41,16 @@ class ContrastiveLoss(nn.Module):
     """In-batch softmax with a learnable CLIP-style temperature and negatives from every rank.
 
     ``forward`` gathers item embeddings (with gradients), item ids and log-probabilities from
-    all ranks and computes the loss for the local users against every gathered item (open_clip's
-    ``local_loss``). Accidental hits are masked: the same item as a row's positive elsewhere in
-    the global batch, and any column for which ``interacted(user, item)`` is True.
+    all ranks. With ``local_loss`` (open_clip's name) each rank scores only its own users
+    against every gathered item, O(B x W*B); otherwise users are gathered too and every rank
+    computes the whole (W*B x W*B) loss. Both give the single-process gradient once DDP averages.
+    Accidental hits are masked: the same item as a row's positive elsewhere in the global
+    batch, and any column for which ``interacted(user, item)`` is True.
     """
 
-    def __init__(self, temperature: float = 0.07, max_logit_scale: float = 100.0, learn_temperature: bool = True):
+    def __init__(self, temperature: float = 0.07, max_logit_scale: float = 100.0, learn_temperature: bool = True, local_loss: bool = True):
         super().__init__()
+        self.local_loss = local_loss
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)), requires_grad=learn_temperature)
         self.max_log = math.log(max_logit_scale)
 
@@ -65,8 +68,13 @@ class ContrastiveLoss(nn.Module):
         all_items = gather_with_grad(items)
         all_ids = gather_no_grad(item_ids)
         all_log_q = gather_no_grad(log_q) if log_q is not None else None
-        exclude = item_ids.unsqueeze(1) == all_ids.unsqueeze(0)
+        if self.local_loss:
+            row_ids, labels = item_ids, local_labels(len(users), users.device)
+        else:
+            users, user_ids, row_ids = gather_with_grad(users), gather_no_grad(user_ids), all_ids
+            labels = torch.arange(len(users), device=users.device)
+        exclude = row_ids.unsqueeze(1) == all_ids.unsqueeze(0)
         if interacted is not None:
             exclude = exclude | interacted(user_ids.unsqueeze(1), all_ids.unsqueeze(0))
         scale = self.logit_scale.clamp(max=self.max_log)
-        return in_batch_softmax(users, all_items, local_labels(len(users), users.device), scale, all_log_q, exclude)
+        return in_batch_softmax(users, all_items, labels, scale, all_log_q, exclude)

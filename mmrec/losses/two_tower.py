@@ -21,12 +21,12 @@ class LossOutput:
 class TwoTowerLoss(nn.Module):
     """Owns the temperature and the BCE scorer; returns every term for logging."""
 
-    def __init__(self, w_contrastive: float = 1.0, w_bce: float = 0.5, temperature: float = 0.07, learn_temperature: bool = True, max_logit_scale: float = 100.0, logq_correction: bool = True):
+    def __init__(self, w_contrastive: float = 1.0, w_bce: float = 0.5, temperature: float = 0.07, learn_temperature: bool = True, max_logit_scale: float = 100.0, logq_correction: bool = True, local_loss: bool = True):
         super().__init__()
         if w_contrastive < 0 or w_bce < 0 or w_contrastive + w_bce == 0:
             raise ValueError(f"loss weights must be >= 0 and not both 0, got w_contrastive={w_contrastive}, w_bce={w_bce}")
         self.w_contrastive, self.w_bce, self.logq_correction = w_contrastive, w_bce, logq_correction
-        self.contrastive = ContrastiveLoss(temperature, max_logit_scale, learn_temperature)
+        self.contrastive = ContrastiveLoss(temperature, max_logit_scale, learn_temperature, local_loss)
         self.scorer = PointwiseScorer()
 
     def forward(

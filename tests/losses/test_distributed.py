@@ -3,6 +3,7 @@
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -27,14 +28,14 @@ def interacted(u, i):
     return (u == 2) & (i == 6)  # user 2 (rank 0) interacted with item 6 (on rank 1)
 
 
-def worker(rank, port, out):
+def worker(rank, port, out, local_loss):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     assert rank_and_world() == (rank, WORLD)
     users, items, item_ids, log_q = global_batch()
     rows = slice(rank * B, (rank + 1) * B)
     u, i = users[rows].clone().requires_grad_(), items[rows].clone().requires_grad_()
-    loss_fn = ContrastiveLoss(temperature=0.1)
+    loss_fn = ContrastiveLoss(temperature=0.1, local_loss=local_loss)
     loss = loss_fn(u, i, torch.arange(WORLD * B)[rows], item_ids[rows], log_q[rows], interacted)
     loss.backward()
     out[rank] = (loss.detach(), u.grad, i.grad, loss_fn.logit_scale.grad)
@@ -47,7 +48,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_gathered_loss_and_gradients_equal_single_process():
+@pytest.mark.parametrize("local_loss", [True, False])
+def test_gathered_loss_and_gradients_equal_single_process(local_loss):
     users, items, item_ids, log_q = global_batch()
     u, i = users.clone().requires_grad_(), items.clone().requires_grad_()
     loss_fn = ContrastiveLoss(temperature=0.1)
@@ -56,11 +58,14 @@ def test_gathered_loss_and_gradients_equal_single_process():
 
     manager = mp.Manager()
     out = manager.dict()
-    mp.start_processes(worker, args=(free_port(), out), nprocs=WORLD, start_method="spawn")
+    mp.start_processes(worker, args=(free_port(), out, local_loss), nprocs=WORLD, start_method="spawn")
     losses = torch.stack([out[r][0] for r in range(WORLD)])
-    # equal local batches: the single-process mean is the mean of the per-rank losses
-    torch.testing.assert_close(losses.mean(), single.detach())
-    # each rank's backward (through all_gather) sums every rank's loss; DDP then averages by WORLD
+    if local_loss:  # equal local batches: the single-process mean is the mean of the per-rank losses
+        torch.testing.assert_close(losses.mean(), single.detach())
+    else:  # every rank computes the whole global loss
+        torch.testing.assert_close(losses, single.detach().expand(WORLD))
+    # each rank's backward (through all_gather) sums every rank's loss; DDP then averages by WORLD,
+    # so the per-rank gradient divided by WORLD must be the single-process gradient
     for r in range(WORLD):
         rows = slice(r * B, (r + 1) * B)
         torch.testing.assert_close(out[r][1] / WORLD, u.grad[rows])
