@@ -92,15 +92,12 @@ def test_two_process_cpu_ddp_training(train_config, tmp_path):
 
 @pytest.mark.slow
 def test_fusion_learns_the_synthetic_structure(tmp_path, compose):
-    """Fusion on a 400-item synthetic dataset beats random ranking by far, warm and cold."""
+    """On the default-size synthetic dataset, fusion ranks warm and cold items far above chance."""
     from mmrec.data.synthetic import generate
 
-    generate(tmp_path / "data" / "synthetic", items=400, users=200, interactions_per_user=30, seed=2)
-    overrides = [
-        f"paths.data_dir={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}", "logger=none",
-        "+experiment=fusion_attn", "trainer.max_epochs=15", "data.batch_size=256",
-    ]
+    generate(tmp_path / "data" / "synthetic")
+    overrides = [f"paths.data_dir={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}", "logger=none", "+experiment=fusion_concat", "trainer.max_epochs=6"]
     metrics = train(compose("train", overrides, tmp_path / "run"))
-    random_recall = 20 / 400
-    assert metrics["test_warm/recall@20"] > 3 * random_recall
-    assert metrics["test_cold/recall@20"] > 3 * random_recall
+    chance = 20 / 2000  # recall@20 of a random ranking over the catalogue
+    assert metrics["test_warm/recall@20"] > 10 * chance
+    assert metrics["test_cold/recall@20"] > 10 * chance
