@@ -1,7 +1,9 @@
 """Frozen encoders run once per item: their outputs are cached on disk and reused across runs.
 
-The key hashes the encoder's config and the data fingerprint (catalogue contents and media
-settings), so the cache is rebuilt when either changes and shared by runs where neither did.
+The key hashes the encoder's config, its weights and the data fingerprint (catalogue contents
+and media settings), so the cache is rebuilt when any of them changes and shared by runs where
+none did. The weights matter for random-init presets: the same config under another seed is
+another feature extractor.
 """
 
 from __future__ import annotations
@@ -22,8 +24,17 @@ from mmrec.models.encoders.adapt import ModalityEncoder
 log = logging.getLogger(__name__)
 
 
-def cache_key(modality: str, encoder_config: Mapping, data_fingerprint: str) -> str:
-    payload = json.dumps({"modality": modality, "encoder": encoder_config, "data": data_fingerprint}, sort_keys=True, default=str)
+def weights_digest(module: torch.nn.Module) -> str:
+    """A hash of every tensor in ``module``'s state dict (names and bytes)."""
+    digest = hashlib.sha1()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_key(modality: str, encoder_config: Mapping, data_fingerprint: str, weights: str = "") -> str:
+    payload = json.dumps({"modality": modality, "encoder": encoder_config, "data": data_fingerprint, "weights": weights}, sort_keys=True, default=str)
     return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
 

@@ -18,7 +18,7 @@ from mmrec.evaluation.ranking import rank_and_score
 from mmrec.losses.distributed import rank_and_world
 from mmrec.losses.two_tower import TwoTowerLoss
 from mmrec.models.two_tower import TwoTowerModel
-from mmrec.training.cache import ProblemReport, cache_key, encode_catalogue, load_or_encode
+from mmrec.training.cache import ProblemReport, cache_key, encode_catalogue, load_or_encode, weights_digest
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class RecModule(L.LightningModule):
             return
         dm = self.trainer.datamodule
         for m in self.frozen:
-            key = cache_key(m, self.encoder_configs[m], dm.fingerprint())
+            key = cache_key(m, self.encoder_configs[m], dm.fingerprint(), weights_digest(self.model.encoders[m]))
             path = self.cache_dir / f"{dm.dataset.name}-{m}-{key}.pt"
             features, present = load_or_encode(
                 path, lambda m=m: encode_catalogue(self.model.encoders[m], m, dm.item_dataloader((m,)), dm.num_items, self.device, self.problems)

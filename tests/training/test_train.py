@@ -51,11 +51,17 @@ def _eval_users(cfg):
 
 
 def test_cache_is_rebuilt_when_the_encoder_changes(train_config, tmp_path):
+    def cached():
+        return set((tmp_path / "cache" / "embeddings").glob("synthetic-image-*.pt"))
+
     train(train_config("+experiment=image_only", "debug=fdr"))
-    before = set((tmp_path / "cache" / "embeddings").glob("synthetic-image-*.pt"))
-    train(train_config("+experiment=image_only", "debug=fdr", "encoder.image.num_frames=2"))
-    after = set((tmp_path / "cache" / "embeddings").glob("synthetic-image-*.pt"))
-    assert len(before) == 1 and len(after) == 2
+    assert len(cached()) == 1
+    train(train_config("+experiment=image_only", "debug=fdr", "encoder.image.num_frames=2"))  # another config
+    assert len(cached()) == 2
+    train(train_config("+experiment=image_only", "debug=fdr", "seed=5"))  # random-init weights differ under another seed
+    assert len(cached()) == 3
+    train(train_config("+experiment=image_only", "debug=fdr"))  # the first again: reused
+    assert len(cached()) == 3
 
 
 def test_evaluate_reproduces_test_metrics(train_config, compose, tmp_path):
