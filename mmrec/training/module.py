@@ -39,7 +39,6 @@ class RecModule(L.LightningModule):
         encoder_lr_scale: float = 0.1,
         warmup_ratio: float = 0.05,
         ks: tuple[int, ...] = (10, 20, 50),
-        monitor_k: int = 20,
         cache_dir: str = ".cache/mmrec/embeddings",
         run_config: Mapping | None = None,
     ):
@@ -47,7 +46,7 @@ class RecModule(L.LightningModule):
         self.model, self.loss = model, loss
         self.optimizer_factory, self.encoder_configs = optimizer, {m: dict(c) for m, c in encoder_configs.items()}
         self.encoder_lr_scale, self.warmup_ratio = encoder_lr_scale, warmup_ratio
-        self.ks, self.monitor_k, self.cache_dir = tuple(ks), monitor_k, Path(cache_dir)
+        self.ks, self.cache_dir = tuple(ks), Path(cache_dir)
         self.run_config = dict(run_config or {})
         self.frozen = tuple(m for m in model.modalities if model.encoders[m].mode == "frozen")
         self.problems = ProblemReport()
