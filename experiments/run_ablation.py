@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmrec.report import load_runs, markdown, summarise
+
 PRESETS = {
     "synthetic": {
         "experiments": ["fusion_attn", "fusion_concat", "fusion_gated", "fusion_late", "fusion_mean", "text_only", "image_only", "audio_only", "id_only"],
@@ -49,17 +51,14 @@ def command(experiment: str, seed: int, out: Path, overrides: list[str]) -> list
 
 
 def table(out: Path, experiments: list[str], metrics: list[str]) -> str:
-    lines = ["| experiment | seeds | " + " | ".join(metrics) + " | minutes/run |", "|---" * (len(metrics) + 3) + "|"]
+    """mmrec.report's mean ± std table over seeds, in grid order, plus the wall time per run."""
+    rows = {row["name"]: row for row in summarise(load_runs(out), tuple(metrics))}
+    minutes = {}
     for experiment in experiments:
-        runs = [json.loads(p.read_text()) for p in sorted((out / experiment).glob("seed*/metrics.json"))]
-        minutes = [json.loads(p.read_text())["seconds"] / 60 for p in sorted((out / experiment).glob("seed*/timing.json"))]
-        cells = []
-        for metric in metrics:
-            values = np.array([r.get(metric, 0.0) for r in runs])
-            cells.append(f"{values.mean():.4f} ± {values.std(ddof=1) if len(values) > 1 else 0:.4f}" if len(values) else "–")
-        timing = f"{np.mean(minutes):.1f}" if minutes else "–"
-        lines.append(f"| {experiment} | {len(runs)} | " + " | ".join(cells) + f" | {timing} |")
-    return "\n".join(lines)
+        timings = [json.loads(p.read_text())["seconds"] / 60 for p in sorted((out / experiment).glob("seed*/timing.json"))]
+        if timings:
+            minutes[experiment] = f"{np.mean(timings):.1f}"
+    return markdown([rows[e] for e in experiments if e in rows], tuple(metrics), {"minutes/run": minutes})
 
 
 def main() -> None:
@@ -85,7 +84,8 @@ def main() -> None:
             (run / "timing.json").write_text(json.dumps({"seconds": time.time() - start}))
     machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.python_version()}, torch {torch.__version__}"
     text = table(args.out, experiments, preset["metrics"])
-    (args.out / "results.md").write_text(f"{text}\n\nmachine: {machine}\ncommand: python experiments/run_ablation.py --preset {args.preset} --out {args.out}\n")
+    invocation = " ".join(sys.argv)
+    (args.out / "results.md").write_text(f"{text}\n\nmachine: {machine}\ncommand: python {invocation}\n")
     print(text)
 
 

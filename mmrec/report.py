@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
@@ -49,11 +50,14 @@ def summarise(runs: list[dict], metrics: tuple[str, ...]) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], metrics: tuple[str, ...]) -> str:
-    header = "| run | runs | " + " | ".join(metrics) + " |"
-    lines = [header, "|" + "---|" * (len(metrics) + 2)]
+def markdown(rows: list[dict], metrics: tuple[str, ...], extra: Mapping[str, Mapping[str, str]] | None = None) -> str:
+    """One line per summarised run; ``extra[column][run name]`` adds ready-made cells (e.g. timings)."""
+    extra = extra or {}
+    header = "| run | runs | " + " | ".join([*metrics, *extra]) + " |"
+    lines = [header, "|" + "---|" * (len(metrics) + len(extra) + 2)]
     for row in rows:
         cells = [f"{row[m][0]:.4f} ± {row[m][1]:.4f}" if not math.isnan(row[m][0]) else "–" for m in metrics]
+        cells += [column.get(row["name"], "–") for column in extra.values()]
         lines.append(f"| {row['name']} | {row['runs']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

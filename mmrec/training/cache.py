@@ -33,7 +33,7 @@ def weights_digest(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def cache_key(modality: str, encoder_config: Mapping, data_fingerprint: str, weights: str = "") -> str:
+def cache_key(modality: str, encoder_config: Mapping, data_fingerprint: str, weights: str) -> str:
     payload = json.dumps({"modality": modality, "encoder": encoder_config, "data": data_fingerprint, "weights": weights}, sort_keys=True, default=str)
     return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
