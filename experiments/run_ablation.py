@@ -5,7 +5,9 @@
 
 Each run lands in OUT/<experiment>/seed<k>/ with its metrics.json; runs that already have one
 are skipped, so an interrupted grid resumes where it stopped. The table (mean ± std over seeds)
-is printed and written to OUT/results.md.
+is printed and written to OUT/results.md. Every run also logs to W&B (offline into its folder
+when there is no login; `wandb sync OUT/*/seed*/wandb/offline-run-*` uploads them): the seeds
+of one experiment form one W&B group, so W&B shows the same mean ± std. `--logger csv` skips W&B.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import torch
 
 from mmrec.report import load_runs, markdown, summarise
 
+CONF = Path(__file__).resolve().parent.parent / "conf"
 PRESETS = {
     "synthetic": {
-        "experiments": ["fusion_attn", "fusion_concat", "fusion_gated", "fusion_late", "fusion_mean", "text_only", "image_only", "audio_only", "id_only"],
+        "experiments": sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")),
         "overrides": [],
         "metrics": ["test_warm/recall@20", "test_warm/ndcg@20", "test_cold/recall@20", "test_cold/ndcg@20"],
         "seeds": [0, 1, 2],
@@ -41,12 +44,21 @@ PRESETS = {
 VARIANTS = {"+ids": ["model.item_id=true"]}
 
 
-def command(experiment: str, seed: int, out: Path, overrides: list[str]) -> list[str]:
+def command(experiment: str, seed: int, out: Path, overrides: list[str], logger: str = "wandb") -> list[str]:
     base, _, variant = experiment.partition("+")
     extra = VARIANTS.get("+" + variant, []) if variant else []
+    # group=auto: one W&B group per condition (these overrides without the seed)
     return [
-        sys.executable, "-m", "mmrec.train", f"+experiment={base}", f"seed={seed}", "logger=csv",
-        f"run_name={experiment}", f"hydra.run.dir={out}", *overrides, *extra,
+        sys.executable,
+        "-m",
+        "mmrec.train",
+        f"+experiment={base}",
+        f"seed={seed}",
+        f"logger={logger}",
+        f"run_name={experiment}",
+        f"hydra.run.dir={out}",
+        *overrides,
+        *extra,
     ]
 
 
@@ -55,7 +67,9 @@ def table(out: Path, experiments: list[str], metrics: list[str]) -> str:
     rows = {row["name"]: row for row in summarise(load_runs(out), tuple(metrics))}
     minutes = {}
     for experiment in experiments:
-        timings = [json.loads(p.read_text())["seconds"] / 60 for p in sorted((out / experiment).glob("seed*/timing.json"))]
+        timings = [
+            json.loads(p.read_text())["seconds"] / 60 for p in sorted((out / experiment).glob("seed*/timing.json"))
+        ]
         if timings:
             minutes[experiment] = f"{np.mean(timings):.1f}"
     return markdown([rows[e] for e in experiments if e in rows], tuple(metrics), {"minutes/run": minutes})
@@ -67,6 +81,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--experiments", nargs="+", default=None)
+    parser.add_argument("--logger", default="wandb", help="wandb (offline without a login), csv, tensorboard or none")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
     preset = PRESETS[args.preset]
@@ -78,11 +93,16 @@ def main() -> None:
                 continue
             start = time.time()
             print(f"== {experiment} seed {seed}", flush=True)
-            result = subprocess.run(command(experiment, seed, run, preset["overrides"] + args.overrides), capture_output=True, text=True)
+            result = subprocess.run(
+                command(experiment, seed, run, preset["overrides"] + args.overrides, args.logger),
+                capture_output=True,
+                text=True,
+            )
             if result.returncode:
                 sys.exit(f"{experiment} seed {seed} failed:\n{result.stderr[-4000:]}")
             (run / "timing.json").write_text(json.dumps({"seconds": time.time() - start}))
-    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.python_version()}, torch {torch.__version__}"
+    threads = torch.get_num_threads()
+    machine = f"{platform.machine()}, {threads} torch threads, {platform.python_version()}, torch {torch.__version__}"
     text = table(args.out, experiments, preset["metrics"])
     invocation = " ".join(sys.argv)
     (args.out / "results.md").write_text(f"{text}\n\nmachine: {machine}\ncommand: python {invocation}\n")

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf
 
+from mmrec.build import build
+from mmrec.checkpoint import read_checkpoint
 from mmrec.evaluation.table import format_metrics
-from mmrec.train import CONFIG_DIR, build, run_dir, write_results
+from mmrec.train import CONFIG_PATH, run_dir, write_results
 
 log = logging.getLogger("mmrec")
 PARTS = ("valid", "test")
@@ -24,27 +25,37 @@ PARTS = ("valid", "test")
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Metrics of the checkpoint at ``cfg.ckpt_path`` on ``cfg.part``; also written to metrics.json."""
     path = Path(cfg.ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file")
     if cfg.part not in PARTS:
         raise ValueError(f"part={cfg.part}: expected one of {PARTS}")
-    stored = torch.load(path, map_location="cpu", weights_only=False).get("mmrec_config")
+    stored = read_checkpoint(path).get("mmrec_config")
     if not stored:
         raise ValueError(f"{path} holds no mmrec_config: it was not written by mmrec.train")
-    train_cfg = OmegaConf.merge(OmegaConf.create(stored), OmegaConf.create(OmegaConf.to_container(cfg.overrides, resolve=True)))
+    train_cfg = OmegaConf.merge(
+        OmegaConf.create(stored), OmegaConf.create(OmegaConf.to_container(cfg.overrides, resolve=True))
+    )
     L.seed_everything(train_cfg.seed, workers=True)
     dm, module = build(train_cfg)
-    trainer = L.Trainer(accelerator=cfg.accelerator, devices=1, logger=False, enable_checkpointing=False)
+    trainer = L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        strategy=cfg.strategy,
+        logger=False,
+        enable_checkpointing=False,
+    )
     run = trainer.validate if cfg.part == "valid" else trainer.test
-    run(module, datamodule=dm, ckpt_path=str(path), weights_only=False)
+    run(module, datamodule=dm, ckpt_path=str(path), weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    write_results(run_dir(), metrics, {"evaluated_checkpoint": str(path.resolve()), **OmegaConf.to_container(train_cfg)})
+    if not trainer.is_global_zero:
+        return metrics
+    write_results(
+        run_dir(), metrics, {"evaluated_checkpoint": str(path.resolve()), **OmegaConf.to_container(train_cfg)}
+    )
     print(format_metrics(metrics, cfg.part, title=f"{path.name} ({dm.dataset.name})"))
     print(f"results: {run_dir() / 'metrics.json'}")
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
     evaluate(cfg)

@@ -31,7 +31,15 @@ def load_runs(root: Path) -> list[dict]:
     for path in sorted(root.rglob("metrics.json")):
         config_path = path.with_name("config.yaml")
         config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
-        runs.append({"dir": path.parent, "name": config.get("run_name", path.parent.name), "seed": config.get("seed"), "metrics": json.loads(path.read_text()), "config": config})
+        runs.append(
+            {
+                "dir": path.parent,
+                "name": config.get("run_name", path.parent.name),
+                "seed": config.get("seed"),
+                "metrics": json.loads(path.read_text()),
+                "config": config,
+            }
+        )
     return runs
 
 
@@ -45,7 +53,11 @@ def summarise(runs: list[dict], metrics: tuple[str, ...]) -> list[dict]:
         row = {"name": name, "runs": len(group), "seeds": sorted(r["seed"] for r in group if r["seed"] is not None)}
         for metric in metrics:
             values = np.array([r["metrics"][metric] for r in group if metric in r["metrics"]], dtype=float)
-            row[metric] = (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0) if len(values) else (math.nan, math.nan)
+            row[metric] = (
+                (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0)
+                if len(values)
+                else (math.nan, math.nan)
+            )
         rows.append(row)
     return rows
 

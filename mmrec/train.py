@@ -1,14 +1,13 @@
 """Train, validate and test the two-tower multimodal recommender.
 
-    python -m mmrec.train +experiment=fusion_attn
-    python -m mmrec.train -m +experiment=fusion_attn fusion=attn,concat,gated,late,mean
+python -m mmrec.train +experiment=fusion_attn
+python -m mmrec.train -m +experiment=fusion_attn fusion=attn,concat,gated,late,mean
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import netrc
 import os
 from pathlib import Path
 
@@ -19,63 +18,46 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mmrec.data.datamodule import RecDataModule
-from mmrec.data.features import MediaConfig
+from mmrec.build import build
+from mmrec.checkpoint import read_checkpoint
 from mmrec.evaluation.table import format_metrics
-from mmrec.losses.two_tower import TwoTowerLoss
-from mmrec.models.builder import build_model, enabled_encoders
-from mmrec.models.encoders.text import resolve_text_model
-from mmrec.training.module import RecModule
+from mmrec.io import write_text
+from mmrec.training.callbacks import parameter_counts
 
 log = logging.getLogger("mmrec")
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-
-
-def media_config(encoders: dict[str, dict]) -> dict:
-    """Data preprocessing settings implied by the enabled encoder presets."""
-    media = {}
-    if "text" in encoders:
-        media.update(tokenizer=resolve_text_model(encoders["text"]["name_or_path"]), max_text_length=encoders["text"].get("max_text_length", 32))
-    if "image" in encoders:
-        media.update(image_size=encoders["image"]["image_size"], num_frames=encoders["image"].get("num_frames", 3))
-    if "audio" in encoders:
-        media.update(sample_rate=encoders["audio"].get("sample_rate", 16000), audio_seconds=encoders["audio"].get("audio_seconds", 1.0))
-    unknown = set(media) - set(MediaConfig.__dataclass_fields__)
-    if unknown:
-        raise ValueError(f"unknown media settings {sorted(unknown)}")
-    return media
-
-
-def build(cfg: DictConfig) -> tuple[RecDataModule, RecModule]:
-    """The datamodule (prepared and set up) and the LightningModule for a composed config."""
-    encoders = enabled_encoders(OmegaConf.to_container(cfg.encoder, resolve=True))
-    live = tuple(m for m, c in encoders.items() if c.get("mode", "frozen") != "frozen")
-    dm = instantiate(cfg.data, modalities=tuple(encoders), live_modalities=live, media=media_config(encoders), _convert_="all")
-    dm.prepare_data()
-    dm.setup("fit")
-    m = cfg.model
-    model = build_model(
-        encoders, dm.num_items, dm.num_users, fusion=cfg.fusion.name, dim=m.dim, fusion_layers=cfg.fusion.layers,
-        fusion_heads=cfg.fusion.heads, dropout=m.dropout, modality_dropout=m.modality_dropout, item_id=m.item_id,
-        id_dropout=m.id_dropout, user_id=m.user_id, user_pooling=m.user_pooling, history_length=cfg.data.history_length,
-        empty_items=m.empty_items,
-    )
-    module = RecModule(
-        model, TwoTowerLoss(**cfg.loss), instantiate(cfg.optimizer), encoders, encoder_lr_scale=m.encoder_lr_scale,
-        warmup_ratio=m.warmup_ratio, ks=tuple(cfg.eval.ks), cache_dir=str(Path(cfg.paths.cache_dir) / "embeddings"),
-        run_config=OmegaConf.to_container(cfg, resolve=True),
-    )
-    return dm, module
+CONFIG_PATH = "pkg://mmrec.conf"  # the repository's conf/, shipped inside the wheel as mmrec.conf
+GROUP_IGNORED = ("seed", "paths.", "ckpt_path", "logger", "hydra.", "test", "trainer.devices", "data.num_workers")
 
 
 def wandb_logged_in() -> bool:
-    """Whether W&B credentials exist (env or ~/.netrc), without contacting the server."""
+    """Whether W&B has credentials for its configured host (env, settings or ~/.netrc), resolved
+    by wandb itself so self-hosted servers count, and without contacting any server."""
     if os.environ.get("WANDB_API_KEY"):
         return True
     try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (FileNotFoundError, netrc.NetrcParseError):
+        import wandb
+        from wandb.sdk.lib import wbauth
+
+        settings = wandb.Settings()
+        settings.update_from_system_settings()  # ~/.config/wandb/settings: `wandb login --host` of a self-hosted server
+        settings.update_from_env_vars(dict(os.environ))  # WANDB_BASE_URL
+        host = settings.base_url
+        return wbauth.session_credentials(host=host) is not None or wbauth.read_netrc_auth(host=host) is not None
+    except Exception as err:  # an unknown wandb layout or a bad netrc: stay offline rather than block
+        log.info("W&B credentials could not be checked (%s): logging offline", err)
         return False
+
+
+def condition_group(cfg: DictConfig) -> str:
+    """The W&B group of a run: its experiment and overrides without the seed (and paths), so the
+    seeds of one condition are runs of one group and W&B's grouped mean ± std is meaningful."""
+    if cfg.group != "auto":
+        return str(cfg.group)
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    kept = dict(
+        o.lstrip("+~").partition("=")[::2] for o in overrides if not o.lstrip("+~").startswith(GROUP_IGNORED)
+    )  # the last value of a key wins
+    return ",".join(f"{k}={v}" for k, v in sorted(kept.items())) or "default"
 
 
 def build_loggers(cfg: DictConfig, resume_id: str | None) -> list:
@@ -83,13 +65,23 @@ def build_loggers(cfg: DictConfig, resume_id: str | None) -> list:
     loggers = []
     for name, conf in (cfg.logger or {}).items():
         if name == "wandb":
-            offline = os.environ.get("WANDB_MODE") in ("offline", "disabled") or not wandb_logged_in()
-            extra = {"offline": offline or conf.get("offline", False)}
+            offline = (
+                os.environ.get("WANDB_MODE") in ("offline", "disabled")
+                or conf.get("offline", False)
+                or not wandb_logged_in()
+            )
+            extra = {"offline": offline, "group": condition_group(cfg), "name": f"{cfg.run_name}-seed{cfg.seed}"}
             if resume_id:
                 extra.update(id=resume_id, resume="allow")
             logger = instantiate(conf, **extra)
-            if extra["offline"]:
-                log.info("W&B: no login found, logging offline to %s/wandb; upload later with `wandb sync %s/wandb/offline-run-*`", conf.save_dir, conf.save_dir)
+            if offline:
+                log.info(
+                    "W&B: no login found, logging offline to %s/wandb; upload later with `wandb sync "
+                    "%s/wandb/offline-run-*`",
+                    conf.save_dir,
+                    conf.save_dir,
+                )
+            logger.experiment.define_metric("valid/*", summary="max")
         else:
             logger = instantiate(conf)
         loggers.append(logger)
@@ -114,32 +106,62 @@ def run_dir() -> Path:
 
 def write_results(out_dir: Path, metrics: dict[str, float], config: dict) -> None:
     """``metrics.json`` (flat keys such as test/recall@20) and the resolved ``config.yaml``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(dict(sorted(metrics.items())), indent=2))
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+    write_text(out_dir / "metrics.json", json.dumps(dict(sorted(metrics.items())), indent=2))
+    write_text(out_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
+
+
+def build_callbacks(cfg: DictConfig, has_logger: bool) -> list:
+    """The configured callbacks. On resume, checkpoints keep going to the resumed run's folder:
+    Lightning restores the best-checkpoint state only when the folder is unchanged."""
+    callbacks = []
+    for name, conf in (cfg.get("callbacks") or {}).items():
+        if name == "lr_monitor" and not has_logger:
+            continue  # Lightning's LearningRateMonitor needs a logger
+        if cfg.ckpt_path and conf.get("_target_", "").endswith("ModelCheckpoint"):
+            conf = OmegaConf.merge(conf, {"dirpath": str(Path(cfg.ckpt_path).resolve().parent)})
+        callbacks.append(instantiate(conf))
+    return callbacks
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, then test the best checkpoint; returns every final metric (flat keys)."""
+    """Fit, then test the best checkpoint; returns every final metric (flat keys), with
+    ``best/<monitor>`` the best validation value (what a Hydra sweeper optimises)."""
+    resume_id = None
+    if cfg.ckpt_path:  # refused before any data or model is built if it is not a safe checkpoint
+        resume_id = read_checkpoint(cfg.ckpt_path).get("mmrec_wandb_id")
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
     dm, module = build(cfg)
-    resume_id = None
-    if cfg.ckpt_path:
-        if not Path(cfg.ckpt_path).is_file():
-            raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
-        resume_id = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False).get("mmrec_wandb_id")
     loggers = build_loggers(cfg, resume_id)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, logger=loggers or False, callbacks=build_callbacks(cfg, bool(loggers))
+    )
     for logger in loggers:
-        logger.log_hyperparams(flatten(module.run_config))
-    trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+        logger.log_hyperparams({**flatten(module.run_config), **parameter_counts(module)})
+    trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    checkpoint = trainer.checkpoint_callback
+    wandb_loggers = [lg for lg in loggers if type(lg).__name__ == "WandbLogger"]
+    if checkpoint is not None and checkpoint.best_model_score is not None:
+        metrics[f"best/{cfg.eval.monitor}"] = float(checkpoint.best_model_score)
+        for logger in wandb_loggers:  # W&B's own max summary of valid/* is beside it; this one is exact
+            logger.experiment.summary.update(
+                {
+                    f"best/{cfg.eval.monitor}": metrics[f"best/{cfg.eval.monitor}"],
+                    "best_checkpoint": checkpoint.best_model_path,
+                }
+            )
     if cfg.test:
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=False)
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test")})
+        best = checkpoint.best_model_path if checkpoint else ""
+        trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=True)
+        tested = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test")}
+        metrics.update(tested)
+        for logger in wandb_loggers:  # the summary's test values are the best checkpoint's
+            logger.experiment.summary.update(tested)
+            if cfg.logger.wandb.get("log_model"):
+                log_split_artifact(logger, dm)
+    for logger in wandb_loggers:  # flush and close the run: the next run of a sweep starts a new one
+        logger.experiment.finish()
     if trainer.is_global_zero:
         write_results(run_dir(), metrics, module.run_config)
         print(format_metrics(metrics, "test" if cfg.test else "valid", title=f"{cfg.run_name} ({dm.dataset.name})"))
@@ -147,11 +169,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def log_split_artifact(logger, dm) -> None:
+    import wandb
+
+    artifact = wandb.Artifact(f"split-{dm.dataset.name}-{dm.split_path.stem}", type="dataset")
+    artifact.add_file(str(dm.split_path))
+    logger.experiment.log_artifact(artifact)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
     metrics = train(cfg)
-    return metrics.get(cfg.eval.monitor)  # for Hydra sweepers that optimise a metric
+    return metrics.get(f"best/{cfg.eval.monitor}", metrics.get(cfg.eval.monitor))  # the best epoch's, for sweepers
 
 
 if __name__ == "__main__":

@@ -9,20 +9,36 @@ import pytest
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from mmrec.build import make
 from mmrec.data.synthetic import generate
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
-TINY_DATA = ["data.synthetic.items=60", "data.synthetic.users=16", "data.synthetic.interactions_per_user=12", "data.synthetic.seed=1"]
-TINY_MODEL = ["encoder/text=tiny", "model.dim=32", "fusion.heads=2", "data.batch_size=32", "data.eval_batch_size=32", "data.history_length=5", "logger=none"]
+EXPERIMENTS = sorted(p.stem for p in (Path(CONF) / "experiment").glob("*.yaml"))
+TINY_DATA = [
+    "data.prepare.items=60",
+    "data.prepare.users=16",
+    "data.prepare.interactions_per_user=12",
+    "data.prepare.seed=1",
+]
+TINY_MODEL = [
+    "encoder/text=tiny",
+    "model.dim=32",
+    "data.batch_size=32",
+    "data.eval_batch_size=32",
+    "data.history_length=5",
+    "logger=none",
+]
 
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """A 60-item synthetic dataset (with videos and missing modalities), generated once."""
     root = tmp_path_factory.mktemp("data") / "synthetic"
-    return generate(root, items=60, users=16, interactions_per_user=12, seed=1, video_fraction=0.2, missing_fraction=0.1)
+    return generate(
+        root, items=60, users=16, interactions_per_user=12, seed=1, video_fraction=0.2, missing_fraction=0.1
+    )
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +66,12 @@ def train_config(data_dir: Path, tmp_path: Path):
     """Builds a tiny training config: ``train_config('+experiment=text_only', ...)``."""
 
     def make(*overrides: str) -> DictConfig:
-        base = [f"paths.data_dir={data_dir}", f"paths.cache_dir={tmp_path / 'cache'}", f"paths.runs_dir={tmp_path / 'runs'}", "trainer.max_epochs=1"]
+        base = [
+            f"paths.data_dir={data_dir}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            f"paths.runs_dir={tmp_path / 'runs'}",
+            "trainer.max_epochs=1",
+        ]
         return compose_config("train", [*base, *TINY_DATA, *TINY_MODEL, *overrides], tmp_path / "run")
 
     return make
@@ -60,3 +81,19 @@ def train_config(data_dir: Path, tmp_path: Path):
 def compose():
     """``compose(name, overrides, output_dir)``: any entry point's composed config."""
     return compose_config
+
+
+def node_config(node: str, *overrides: str) -> dict:
+    """The resolved config of one node of the training config (e.g. 'encoder.text', 'fusion')."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = hydra.compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    return OmegaConf.to_container(OmegaConf.select(cfg, node), resolve=True)
+
+
+def build_encoder(modality: str, preset: str, **changes):
+    """The encoder of ``encoder/<modality>=<preset>`` with ``changes`` to its options."""
+    config = {**node_config(f"encoder.{modality}", f"encoder/{modality}={preset}"), **changes}
+    config.pop("featurizer")
+    return make(config, f"encoder.{modality}", _convert_="all")

@@ -1,20 +1,30 @@
 """Training batches and evaluation sets built from an indexed split.
 
-A training batch holds B positive (user, item) interactions, each with the user's last N
-earlier items as history and K sampled negatives. All items the batch refers to are
-de-duplicated into one ItemBatch of M items, so the item tower runs once per distinct item;
-``pos``, ``neg`` and ``history`` index into it.
+A training batch holds B positive (user, item) interactions, each with the user's history and K
+sampled negatives. All items the batch refers to are de-duplicated into one ItemBatch of M
+items, so the item tower runs once per distinct item; ``pos``, ``neg`` and ``history`` index it.
+
+History modes (``data.history_mode``):
+    before  the items the user interacted with before the positive, in time (causal: for
+            leave-one-out and temporal splits, where the held-out items are the next ones)
+    others  the user's other training items, most recent last (for random splits, where the
+            held-out items are not "next" and every other training item is evidence)
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mmrec.data.features import ItemBatch, ItemFeaturizer, collate_items
+from mmrec.data.csr import CSR
+from mmrec.data.features import ItemBatch, featurize_items
+from mmrec.modalities import Featurizer
+
+HISTORY_MODES = ("before", "others")
 
 
 @dataclass
@@ -29,68 +39,89 @@ class TrainBatch:
 
 @dataclass
 class EvalSet:
-    """Users to rank for one split part, in CSR form (``*_ptr`` are (U+1,) offsets)."""
+    """Users to rank for one split part: their history, the items to find and the items to mask."""
 
     users: torch.Tensor  # (U,)
     history: torch.Tensor  # (U, N) item indices, 0 where padded
     history_mask: torch.Tensor  # (U, N)
-    target_ptr: torch.Tensor
-    target_items: torch.Tensor  # items to find
-    exclude_ptr: torch.Tensor
-    exclude_items: torch.Tensor  # items already seen, masked out of the ranking
+    targets: CSR  # items to find
+    seen: CSR  # items already seen, masked out of the ranking
 
     def __len__(self) -> int:
         return len(self.users)
 
+    def select(self, rows: torch.Tensor) -> EvalSet:
+        return EvalSet(
+            self.users[rows],
+            self.history[rows],
+            self.history_mask[rows],
+            self.targets.select(rows),
+            self.seen.select(rows),
+        )
 
-def last_items(sequence: np.ndarray, end: int, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """The (up to) ``length`` items before position ``end``, right-aligned, with a mask. (N,), (N,)."""
-    items = np.zeros(length, dtype=np.int64)
-    mask = np.zeros(length, dtype=bool)
-    recent = sequence[max(0, end - length) : end]
+
+def last_items(items: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """The last ``length`` of ``items``, right-aligned in a (length,) array, with a (length,) mask."""
+    out, mask = np.zeros(length, dtype=np.int64), np.zeros(length, dtype=bool)
+    recent = items[max(0, len(items) - length) :]
     if len(recent):
-        items[-len(recent) :], mask[-len(recent) :] = recent, True
-    return items, mask
+        out[-len(recent) :], mask[-len(recent) :] = recent, True
+    return out, mask
 
 
-def to_csr(groups: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = np.array([len(g) for g in groups], dtype=np.int64)
-    ptr = np.concatenate([[0], np.cumsum(lengths)])
-    flat = np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64)
-    return torch.from_numpy(ptr), torch.from_numpy(flat.astype(np.int64))
+def history_of(sequence: np.ndarray, position: int, length: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """The history for the interaction at ``position`` of a time-ordered ``sequence``."""
+    if mode == "before":
+        return last_items(sequence[:position], length)
+    if mode == "others":
+        return last_items(np.delete(sequence, position), length)
+    raise ValueError(f"unknown data.history_mode '{mode}': expected one of {HISTORY_MODES}")
 
 
 class TrainInteractions(Dataset):
-    """One sample per positive training interaction: (user, item, history, negatives).
+    """One sample per positive training interaction: (user, item, history, mask, negatives).
 
-    ``sequences[u]`` is user u's training items in time order. Negatives are drawn uniformly
-    from ``negative_pool`` (items seen in training, so cold items stay unseen) with torch's
-    generator, which the DataLoader seeds per worker and epoch (reproducible under
-    ``seed_everything(workers=True)``).
+    ``sequences[u]`` is user u's training items in time order; ``sampler(shape, generator)`` draws
+    negatives. Index with ``(i, epoch)`` (as EpochSampler yields): the negatives then come from a
+    generator seeded by (seed, epoch, i), so they do not depend on workers, processes or resuming.
     """
 
-    def __init__(self, sequences: list[np.ndarray], negative_pool: np.ndarray, history_length: int, num_negatives: int):
-        self.sequences, self.pool = sequences, torch.from_numpy(negative_pool)
-        self.history_length, self.num_negatives = history_length, num_negatives
-        pairs = [(u, p) for u, seq in enumerate(sequences) for p in range(len(seq))]
-        self.index = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    def __init__(
+        self,
+        sequences: list[np.ndarray],
+        sampler: Callable,
+        history_length: int,
+        num_negatives: int,
+        history_mode: str = "before",
+        seed: int = 0,
+    ):
+        if history_mode not in HISTORY_MODES:
+            raise ValueError(f"unknown data.history_mode '{history_mode}': expected one of {HISTORY_MODES}")
+        self.sequences, self.sampler, self.seed = sequences, sampler, seed
+        self.history_length, self.num_negatives, self.history_mode = history_length, num_negatives, history_mode
+        lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+        users = np.repeat(np.arange(len(sequences)), lengths)
+        positions = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        self.index = np.stack([users, positions], axis=1)
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, i: int) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray]:
+        i, epoch = key if isinstance(key, tuple) else (key, 0)
         user, position = self.index[i]
         sequence = self.sequences[user]
-        history, mask = last_items(sequence, position, self.history_length)
-        negatives = self.pool[torch.randint(len(self.pool), (self.num_negatives,))].numpy()
+        history, mask = history_of(sequence, position, self.history_length, self.history_mode)
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + int(i))
+        negatives = self.sampler((self.num_negatives,), generator).numpy()
         return int(user), int(sequence[position]), history, mask, negatives
 
 
 class TrainCollator:
-    """Collates TrainInteractions samples; featurises the distinct items when modalities are live."""
+    """Collates TrainInteractions samples; featurises the distinct items for the live modalities."""
 
-    def __init__(self, featurizer: ItemFeaturizer | None):
-        self.featurizer = featurizer
+    def __init__(self, featurizers: Mapping[str, Featurizer]):
+        self.featurizers = dict(featurizers)
 
     def __call__(self, samples: list) -> TrainBatch:
         users, pos, history, mask, neg = zip(*samples)
@@ -101,15 +132,11 @@ class TrainCollator:
         b, k = neg.shape
         local_history = torch.zeros_like(history)
         local_history[mask] = inverse[b + b * k :]
-        if self.featurizer is not None:
-            items = collate_items([self.featurizer(int(i)) for i in unique])
-        else:
-            items = ItemBatch(index=unique)
         return TrainBatch(
             user=torch.tensor(users),
             pos=inverse[:b],
             neg=inverse[b : b + b * k].view(b, k),
             history=local_history,
             history_mask=mask,
-            items=items,
+            items=featurize_items(self.featurizers, unique.tolist()),
         )

@@ -1,11 +1,17 @@
-"""The LightningDataModule: dataset preparation, seeded splits, training batches and evaluation sets."""
+"""The LightningDataModule: dataset preparation, seeded splits, training batches and evaluation sets.
+
+Every part a researcher swaps is given built (by ``mmrec.build`` from the Hydra config): the
+dataset loader, an optional preparation step (e.g. generating the synthetic data), the negative
+sampler and one featurizer per modality (``mmrec.modalities``).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,32 +22,17 @@ import torch
 from filelock import FileLock
 from torch.utils.data import DataLoader
 
-from mmrec.data.batches import EvalSet, TrainCollator, TrainInteractions, last_items, to_csr
-from mmrec.data.features import ItemFeaturizer, ItemMediaDataset, MediaConfig, collate_items
-from mmrec.data.loaders.microlens import load_microlens
-from mmrec.data.loaders.recbole import load_recbole
-from mmrec.data.schema import RecDataset, load_native
+from mmrec.data.batches import HISTORY_MODES, EvalSet, TrainCollator, TrainInteractions, last_items
+from mmrec.data.csr import CSR, PairSet
+from mmrec.data.features import ItemMediaDataset
+from mmrec.data.resumable import EpochLoader, EpochSampler
+from mmrec.data.schema import RecDataset
 from mmrec.data.splits import Split, make_split
-from mmrec.data.synthetic import generate
+from mmrec.modalities import Featurizer
 
 log = logging.getLogger(__name__)
-SOURCES = ("synthetic", "native", "microlens", "recbole")
-
-
-def load_dataset(source: str, root: str | None, options: Mapping | None = None) -> RecDataset:
-    """Load a dataset of the given ``source`` layout; ``options`` go to that layout's loader."""
-    options = dict(options or {})
-    if source in ("synthetic", "native"):
-        if not root:
-            raise ValueError(f"data.root is required for source '{source}'")
-        return load_native(root, **options)
-    if source == "microlens":
-        if not root:
-            raise ValueError("data.root is required for source 'microlens' (the MicroLens-100k folder)")
-        return load_microlens(root, **options)
-    if source == "recbole":
-        return load_recbole(root, **options)
-    raise ValueError(f"unknown data.source '{source}': expected one of {SOURCES}")
+CAUSAL_SPLITS = ("loo", "temporal")  # held-out items come after the training items in time
+TEST_HISTORIES = ("train", "train_valid")
 
 
 @dataclass
@@ -49,9 +40,8 @@ class IndexedSplit:
     """A split with ids turned into catalogue/user indices and per-user time-ordered sequences."""
 
     num_users: int
-    train_sequences: list[np.ndarray]
-    valid_sequences: list[np.ndarray]
-    test_sequences: list[np.ndarray]
+    sequences: dict[str, list[np.ndarray]]  # part -> per-user item indices in time order
+    times: dict[str, list[np.ndarray]]  # part -> per-user timestamps, aligned with ``sequences``
     cold_items: np.ndarray  # (num_items,) bool: never seen in training
 
     @classmethod
@@ -59,98 +49,153 @@ class IndexedSplit:
         item_index = pd.Series(np.arange(dataset.num_items), index=dataset.items["item_id"])
         users = sorted(set(dataset.interactions["user_id"]))
         user_index = pd.Series(np.arange(len(users)), index=users)
-
-        def sequences(part: pd.DataFrame) -> list[np.ndarray]:
+        sequences, times = {}, {}
+        for name, part in (("train", split.train), ("valid", split.valid), ("test", split.test)):
             part = part[part["label"] > 0].sort_values(["user_id", "timestamp"], kind="stable")
-            out = [np.zeros(0, dtype=np.int64) for _ in users]
             u = user_index[part["user_id"]].to_numpy()
-            items = item_index[part["item_id"]].to_numpy()
+            items, stamps = item_index[part["item_id"]].to_numpy(), part["timestamp"].to_numpy()
+            seq = [np.zeros(0, dtype=np.int64) for _ in users]
+            ts = [np.zeros(0, dtype=np.int64) for _ in users]
             for user, rows in pd.Series(np.arange(len(u))).groupby(u).indices.items():
-                out[user] = items[rows]
-            return out
-
-        train = sequences(split.train)
+                seq[user], ts[user] = items[rows], stamps[rows]
+            sequences[name], times[name] = seq, ts
         cold = np.ones(dataset.num_items, dtype=bool)
-        for seq in train:
+        for seq in sequences["train"]:
             cold[seq] = False
-        return cls(len(users), train, sequences(split.valid), sequences(split.test), cold)
+        return cls(len(users), sequences, times, cold)
+
+    def merged(self, user: int, parts: tuple[str, ...]) -> np.ndarray:
+        """User ``user``'s items of ``parts`` merged in time order (stable: earlier parts first on ties)."""
+        items = np.concatenate([self.sequences[p][user] for p in parts])
+        stamps = np.concatenate([self.times[p][user] for p in parts])
+        return items[np.argsort(stamps, kind="stable")]
+
+
+@dataclass
+class CatalogueStats:
+    """What training needs to know of the data: counts, cold items and the known interactions."""
+
+    num_items: int
+    num_users: int
+    item_train_counts: torch.Tensor  # (I,)
+    cold_items: torch.Tensor  # (I,) bool
+    train_pairs: PairSet  # (user, item) training interactions, for accidental-hit masking
 
 
 class RecDataModule(L.LightningDataModule):
-    """Prepares a dataset, splits it and serves training batches and item/user evaluation data.
+    """Prepares a dataset, splits it and serves training batches and the catalogue for evaluation.
 
-    ``modalities`` are the modalities the model encodes; ``live_modalities`` the subset whose
-    raw media are loaded into every training batch (encoders trained in the step). Frozen
-    modalities are read from an embedding cache by the model instead.
+    ``featurizers[m](dataset)`` builds modality m's featurizer. ``live_modalities`` are those whose
+    raw inputs are loaded into every training batch (encoders trained in the step); the others
+    are read from the frozen-encoder cache by the model.
     """
 
     def __init__(
         self,
-        source: str,
-        root: str | None,
-        options: Mapping | None = None,
-        split: Mapping | None = None,
-        media: Mapping | None = None,
-        modalities: tuple[str, ...] = (),
+        dataset: Callable[[], RecDataset],
+        sampler: Callable[..., Callable],
+        prepare: Callable[[], object] | None = None,
+        featurizers: Mapping[str, Callable[[RecDataset], Featurizer]] | None = None,
         live_modalities: tuple[str, ...] = (),
+        split: Mapping | None = None,
         history_length: int = 20,
+        history_mode: str = "auto",
+        test_history: str = "train_valid",
         num_negatives: int = 4,
         batch_size: int = 256,
         eval_batch_size: int = 256,
         num_workers: int = 0,
+        pin_memory: bool = False,
+        seed: int = 0,
         processed_dir: str = ".cache/mmrec",
-        synthetic: Mapping | None = None,
+        allow_external_media: bool = False,
     ):
         super().__init__()
-        if source not in SOURCES:
-            raise ValueError(f"unknown data.source '{source}': expected one of {SOURCES}")
-        if not set(live_modalities) <= set(modalities):
-            raise ValueError(f"live_modalities {list(live_modalities)} must be a subset of modalities {list(modalities)}")
-        self.source, self.root, self.options = source, root, dict(options or {})
-        self.split_args = {"method": "random", "ratios": (0.8, 0.1, 0.1), "seed": 0, "cold_fraction": 0.1, **dict(split or {})}
-        self.media = MediaConfig(**dict(media or {}))
-        self.modalities, self.live_modalities = tuple(sorted(modalities)), tuple(sorted(live_modalities))
-        self.history_length, self.num_negatives = history_length, num_negatives
-        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-        self.processed_dir = Path(processed_dir)
-        self.synthetic = dict(synthetic or {})
+        featurizers = dict(featurizers or {})
+        if not set(live_modalities) <= set(featurizers):
+            raise ValueError(
+                f"live_modalities {list(live_modalities)} must be a subset of the enabled modalities "
+                f"{sorted(featurizers)}"
+            )
+        self.split_args = {
+            "method": "random",
+            "ratios": (0.8, 0.1, 0.1),
+            "seed": 0,
+            "cold_fraction": 0.1,
+            **dict(split or {}),
+        }
+        if history_mode == "auto":
+            history_mode = "before" if self.split_args["method"] in CAUSAL_SPLITS else "others"
+        if history_mode not in HISTORY_MODES:
+            raise ValueError(f"unknown data.history_mode '{history_mode}': expected auto or one of {HISTORY_MODES}")
+        if test_history not in TEST_HISTORIES:
+            raise ValueError(f"unknown data.test_history '{test_history}': expected one of {TEST_HISTORIES}")
+        for name, value in (
+            ("history_length", history_length),
+            ("num_negatives", num_negatives),
+            ("batch_size", batch_size),
+            ("eval_batch_size", eval_batch_size),
+        ):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"data.{name} must be a positive integer, got {value!r}")
+        self.load, self.make_sampler, self.prepare = dataset, sampler, prepare
+        self.featurizer_factories, self.live_modalities = featurizers, tuple(sorted(live_modalities))
+        self.history_length, self.history_mode, self.test_history = history_length, history_mode, test_history
+        self.num_negatives, self.batch_size, self.eval_batch_size = num_negatives, batch_size, eval_batch_size
+        self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
+        self.processed_dir, self.allow_external_media = Path(processed_dir), allow_external_media
         self.dataset: RecDataset | None = None
 
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(sorted(self.featurizer_factories))
+
     def prepare_data(self) -> None:
-        """Generate the synthetic dataset when it is absent (once, under a file lock)."""
-        if self.source != "synthetic":
-            return
-        root = Path(self.root)
-        root.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(root) + ".lock"):
-            if not (root / "items.csv").is_file():
-                log.info("synthetic dataset not found at %s: generating it", root)
-                generate(root, **self.synthetic)
+        """Run the preparation step (e.g. generate the synthetic dataset when absent)."""
+        if self.prepare is not None:
+            self.prepare()
 
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is not None:
             return
-        self.dataset = load_dataset(self.source, self.root, self.options)
+        self.dataset = self.load()
+        self.dataset.allow_external_media = self.allow_external_media
         self.split = self._load_or_make_split()
         self.indexed = IndexedSplit.build(self.dataset, self.split)
-        self.featurizer = ItemFeaturizer(self.dataset, self.media, self.modalities) if self.modalities else None
-        counts = np.bincount(np.concatenate(self.indexed.train_sequences), minlength=self.num_items)
+        self.featurizers = {m: make(dataset=self.dataset) for m, make in sorted(self.featurizer_factories.items())}
+        counts = np.bincount(np.concatenate(self.indexed.sequences["train"]), minlength=self.num_items)
         self.item_train_counts = torch.from_numpy(counts)
         log.info(
-            "dataset %s: %d users, %d items (%d cold), interactions train/valid/test = %d/%d/%d",
-            self.dataset.name, self.num_users, self.num_items, int(self.indexed.cold_items.sum()),
-            len(self.split.train), len(self.split.valid), len(self.split.test),
+            "dataset %s: %d users, %d items (%d cold), interactions train/valid/test = %d/%d/%d; history: %s",
+            self.dataset.name,
+            self.num_users,
+            self.num_items,
+            int(self.indexed.cold_items.sum()),
+            len(self.split.train),
+            len(self.split.valid),
+            len(self.split.test),
+            self.history_mode,
         )
 
     def _load_or_make_split(self) -> Split:
         """The split for these arguments, read from ``processed_dir`` when it was made before."""
-        meta = {"dataset": self.dataset.name, "fingerprint": self.dataset.fingerprint(), **self.split_args, "ratios": list(self.split_args["ratios"])}
+        meta = {
+            "dataset": self.dataset.name,
+            "fingerprint": self.dataset.fingerprint(),
+            **self.split_args,
+            "ratios": list(self.split_args["ratios"]),
+        }
         key = hashlib.sha1(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:12]
         path = self.processed_dir / f"{self.dataset.name}-split-{key}.parquet"
         self.split_path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".lock"):
             if path.is_file():
-                return Split.load(path)
+                try:
+                    return Split.load(path)
+                except Exception as err:  # a damaged cache file never breaks a run: rebuild it
+                    log.warning("split cache %s cannot be read (%s): removing and rebuilding it", path, err)
+                    os.unlink(path)
             split = make_split(self.dataset.interactions, **self.split_args)
             split.save(path, meta)
             log.info("saved %s split to %s", self.split_args["method"], path)
@@ -164,32 +209,88 @@ class RecDataModule(L.LightningDataModule):
     def num_users(self) -> int:
         return self.indexed.num_users
 
-    def fingerprint(self) -> str:
-        """Identifies the catalogue and its media settings; keys the frozen-embedding cache."""
-        payload = json.dumps({"data": self.dataset.fingerprint(), "media": repr(self.media)}, sort_keys=True)
-        return hashlib.sha1(payload.encode()).hexdigest()[:16]
+    def fingerprint(self, modality: str) -> str:
+        """Identifies modality ``modality``'s inputs: the catalogue, the featurizer's settings and the
+        size and modification time of every media file it reads. Keys the frozen-embedding cache."""
+        featurizer = self.featurizers[modality]
+        digest = hashlib.sha1(
+            json.dumps(
+                {"data": self.dataset.fingerprint(), "settings": featurizer.settings()}, sort_keys=True, default=str
+            ).encode()
+        )
+        for path in featurizer.media_files():
+            try:
+                stat = path.stat()
+                digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+            except OSError:
+                digest.update(f"{path}:missing\n".encode())
+        return digest.hexdigest()[:16]
 
-    def train_pairs(self) -> torch.Tensor:
-        """Sorted keys ``user * num_items + item`` of every training interaction, for hit masking."""
-        keys = [u * self.num_items + seq.astype(np.int64) for u, seq in enumerate(self.indexed.train_sequences)]
-        return torch.from_numpy(np.unique(np.concatenate(keys)))
+    def stats(self) -> CatalogueStats:
+        keys = [(np.full(len(seq), u), seq) for u, seq in enumerate(self.indexed.sequences["train"])]
+        users = torch.from_numpy(np.concatenate([u for u, _ in keys]).astype(np.int64))
+        items = torch.from_numpy(np.concatenate([s for _, s in keys]).astype(np.int64))
+        return CatalogueStats(
+            self.num_items,
+            self.num_users,
+            self.item_train_counts.clone(),
+            torch.from_numpy(self.indexed.cold_items.copy()),
+            PairSet.from_pairs(users, items, stride=self.num_items),
+        )
 
     def train_dataloader(self) -> DataLoader:
+        """Batches that are a pure function of (seed, epoch); when a run resumes from a mid-epoch
+        checkpoint, the batches that epoch already trained on are skipped (see mmrec.data.resumable)."""
         pool = np.flatnonzero(~self.indexed.cold_items)
-        dataset = TrainInteractions(self.indexed.train_sequences, pool, self.history_length, self.num_negatives)
-        live = ItemFeaturizer(self.dataset, self.media, self.live_modalities) if self.live_modalities else None
-        return DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=True, drop_last=len(dataset) > self.batch_size,
-            num_workers=self.num_workers, collate_fn=TrainCollator(live), persistent_workers=self.num_workers > 0,
+        sampler = self.make_sampler(pool=pool, counts=self.item_train_counts.numpy())
+        dataset = TrainInteractions(
+            self.indexed.sequences["train"],
+            sampler,
+            self.history_length,
+            self.num_negatives,
+            self.history_mode,
+            self.seed,
         )
+        order = EpochSampler(len(dataset), self.seed, self.batch_size, drop_last=False, resume=self._take_resume_point)
+        live = {m: self.featurizers[m] for m in self.live_modalities}
+        return EpochLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=order,
+            drop_last=len(dataset) > self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=TrainCollator(live),
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+            seed=self.seed,
+        )
+
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint: how far the current training epoch got (batches trained)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or not trainer.training:
+            return {}
+        return {"epoch": trainer.current_epoch, "batches": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume_point = (state["epoch"], state["batches"]) if state else None
+
+    def _take_resume_point(self) -> tuple[int, int] | None:
+        point, self._resume_point = getattr(self, "_resume_point", None), None
+        return point
 
     def item_dataloader(self, modalities: tuple[str, ...] | None = None) -> DataLoader:
         """The whole catalogue in order, featurised for ``modalities`` (default: the live ones)."""
         modalities = self.live_modalities if modalities is None else tuple(modalities)
-        featurizer = ItemFeaturizer(self.dataset, self.media, modalities)
+        dataset = ItemMediaDataset({m: self.featurizers[m] for m in modalities}, self.num_items)
         return DataLoader(
-            ItemMediaDataset(featurizer), batch_size=self.eval_batch_size, shuffle=False,
-            num_workers=self.num_workers, collate_fn=collate_items,
+            dataset,
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            generator=torch.Generator().manual_seed(self.seed),  # never draws from the global RNG
+            num_workers=self.num_workers,
+            collate_fn=dataset.collate,
+            pin_memory=self.pin_memory,
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -199,22 +300,26 @@ class RecDataModule(L.LightningDataModule):
         return self.item_dataloader()
 
     def eval_set(self, part: str) -> EvalSet:
-        """Users with targets in ``part`` ('valid' or 'test'), their history and seen items."""
+        """Users with targets in ``part`` ('valid' or 'test'), their history and seen items.
+
+        Validation users' history is their training items; test users' history is their training
+        items, or training and validation items merged by time (``test_history``).
+        """
         s = self.indexed
-        if part == "valid":
-            targets, seen = s.valid_sequences, s.train_sequences
-        elif part == "test":
-            targets = s.test_sequences
-            seen = [np.concatenate([t, v]) for t, v in zip(s.train_sequences, s.valid_sequences)]
-        else:
+        if part not in ("valid", "test"):
             raise ValueError(f"unknown evaluation part '{part}': expected 'valid' or 'test'")
+        targets = s.sequences[part]
+        seen_parts = ("train",) if part == "valid" else ("train", "valid")
+        history_parts = ("train",) if part == "valid" or self.test_history == "train" else ("train", "valid")
         users = [u for u in range(s.num_users) if len(targets[u])]
-        hist = [last_items(seen[u], len(seen[u]), self.history_length) for u in users]
-        target_ptr, target_items = to_csr([np.unique(targets[u]) for u in users])
-        exclude_ptr, exclude_items = to_csr([np.unique(seen[u]) for u in users])
+        hist = [last_items(s.merged(u, history_parts), self.history_length) for u in users]
+        n = self.history_length
         return EvalSet(
             users=torch.tensor(users, dtype=torch.long),
-            history=torch.from_numpy(np.stack([h for h, _ in hist])) if hist else torch.zeros(0, self.history_length, dtype=torch.long),
-            history_mask=torch.from_numpy(np.stack([m for _, m in hist])) if hist else torch.zeros(0, self.history_length, dtype=torch.bool),
-            target_ptr=target_ptr, target_items=target_items, exclude_ptr=exclude_ptr, exclude_items=exclude_items,
+            history=torch.from_numpy(np.stack([h for h, _ in hist])) if hist else torch.zeros(0, n, dtype=torch.long),
+            history_mask=torch.from_numpy(np.stack([m for _, m in hist]))
+            if hist
+            else torch.zeros(0, n, dtype=torch.bool),
+            targets=CSR.from_groups([np.unique(targets[u]) for u in users]),
+            seen=CSR.from_groups([np.unique(s.merged(u, seen_parts)) for u in users]),
         )

@@ -5,15 +5,18 @@ Items table columns (``item_id`` required, every other column optional and may b
     image  -- one or more keyframe/cover image paths, separated by ``|``
     video  -- one video file (keyframes and, when ``audio`` is empty, the audio track come from it)
     audio  -- one audio file
+    any other column is kept as a string (e.g. ``tags`` for the categorical modality)
 Interactions table columns: user_id, item_id, timestamp (integer seconds), optional label (1 = positive).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 ITEM_TEXT_COLUMNS = ("title", "description")
@@ -21,63 +24,128 @@ ITEM_MEDIA_COLUMNS = ("image", "video", "audio")
 ITEM_COLUMNS = ("item_id", *ITEM_TEXT_COLUMNS, *ITEM_MEDIA_COLUMNS)
 REQUIRED_INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp")
 IMAGE_SEPARATOR = "|"
+log = logging.getLogger(__name__)
 MAX_LISTED_ROWS = 5
 
 
 class DataError(ValueError):
-    """A structural problem in a dataset: the message names the file, column and rows."""
+    """A structural problem in a dataset: the message names the file, column and lines (or rows)."""
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a CSV or Parquet table with every column as it is stored; ids stay strings."""
+def check_text_file(path: Path) -> None:
+    """A DataError naming the file and line when it is empty or not UTF-8 (pandas would give a raw
+    decoder traceback, or silently replace bytes)."""
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError(f"{path}: the file is empty (expected a header line with column names, then one line per row)")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise DataError(
+            f"{path}: line {line} is not valid UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start}); "
+            "save the file as UTF-8"
+        ) from err
+
+
+def read_table(path: Path, sep: str | None = None, **options) -> pd.DataFrame:
+    """Read a CSV/TSV (every column as a string) or Parquet table; ids stay strings."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"table not found: {path} (expected a .csv or .parquet file)")
+        raise FileNotFoundError(f"table not found: {path} (expected a .csv, .tsv or .parquet file)")
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
-    if path.suffix in (".csv", ".tsv"):
-        sep = "\t" if path.suffix == ".tsv" else ","
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    if path.suffix in (".csv", ".tsv", ".inter", ".item", ".user") or sep:
+        check_text_file(path)
+        sep = sep or ("\t" if path.suffix == ".tsv" else ",")
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig", **options)
     raise ValueError(f"unsupported table format for {path}: expected .csv, .tsv or .parquet")
 
 
-def _rows(mask: pd.Series) -> str:
-    """Name the first offending rows as 1-based data rows (the header is row 0)."""
-    rows = [str(i + 1) for i in mask[mask].index[:MAX_LISTED_ROWS]]
+def _rows(mask: pd.Series, name: str) -> str:
+    """Name the first offending rows: file lines for text tables (the header is line 1), else 1-based rows."""
+    text = not str(name).endswith(".parquet")
+    offset, word = (2, "line") if text else (1, "row")
+    rows = [str(i + offset) for i in mask[mask].index[:MAX_LISTED_ROWS]]
     more = int(mask.sum()) - len(rows)
-    return ", ".join(rows) + (f" (+{more} more)" if more > 0 else "")
+    return f"{word}(s) " + ", ".join(rows) + (f" (+{more} more)" if more > 0 else "")
 
 
-def structural_errors(items: pd.DataFrame, interactions: pd.DataFrame, items_name: str, interactions_name: str) -> list[str]:
+def timestamps_in_seconds(column: pd.Series, name: str) -> tuple[pd.Series, list[str], list[str]]:
+    """Integer seconds from numbers or datetimes: (seconds, errors, notes). Non-numbers, inf, nan and
+    values beyond int64 are errors naming the lines; fractions of a second are truncated, with a note."""
+    errors, notes = [], []
+    if pd.api.types.is_datetime64_any_dtype(column):
+        stamps = pd.to_datetime(column, utc=True)
+        bad = stamps.isna()
+        epoch = pd.Timestamp(0, tz="UTC")
+        seconds = ((stamps - epoch) // pd.Timedelta(seconds=1)).where(~bad, 0)  # whatever the datetime unit
+        if bad.any():
+            errors.append(f"{name}: column 'timestamp' has missing datetimes in {_rows(bad, name)}")
+        notes.append(f"{name}: column 'timestamp' holds datetimes; converted to integer seconds since 1970 (UTC)")
+        return seconds.astype("int64"), errors, notes
+    values = pd.to_numeric(column, errors="coerce").astype("float64")
+    not_number = values.isna() & column.astype(str).str.strip().str.lower().ne("nan")
+    if not_number.any():
+        errors.append(f"{name}: column 'timestamp' is not a number in {_rows(not_number, name)}")
+    limit = float(2**62)  # any real time in seconds, with room; 1e30 or a millisecond/nanosecond mix-up is refused
+    bad = ~not_number & ~(np.isfinite(values) & (values.abs() < limit))
+    if bad.any():
+        errors.append(
+            f"{name}: column 'timestamp' must be finite integer seconds, got nan/inf/out-of-range values "
+            f"in {_rows(bad, name)}"
+        )
+    ok = np.isfinite(values) & (values.abs() < limit)
+    fractional = ok & (values != np.trunc(values))
+    if fractional.any():
+        notes.append(
+            f"{name}: column 'timestamp' has fractions of a second in {_rows(fractional, name)} "
+            f"({int(fractional.sum())} values); they are truncated to integer seconds"
+        )
+    return np.trunc(values.where(ok, 0)).astype("int64"), errors, notes
+
+
+def structural_errors(
+    items: pd.DataFrame, interactions: pd.DataFrame, items_name: str, interactions_name: str
+) -> list[str]:
     """Every structural error of a raw items/interactions pair, each naming file, column and rows."""
     errors = []
     if "item_id" not in items.columns:
         errors.append(f"{items_name}: missing required column 'item_id' (columns are {list(items.columns)})")
     missing = [c for c in REQUIRED_INTERACTION_COLUMNS if c not in interactions.columns]
     if missing:
-        errors.append(f"{interactions_name}: missing required column(s) {missing} (columns are {list(interactions.columns)})")
+        errors.append(
+            f"{interactions_name}: missing required column(s) {missing} (columns are {list(interactions.columns)})"
+        )
     if errors:
         return errors
+    if len(interactions) == 0:
+        errors.append(f"{interactions_name}: no interactions (the table has a header but no rows)")
+    if len(items) == 0:
+        errors.append(f"{items_name}: no items (the table has a header but no rows)")
     item_ids = items["item_id"].astype(str).reset_index(drop=True)
     empty = item_ids.str.strip() == ""
     if empty.any():
-        errors.append(f"{items_name}: column 'item_id' is empty in row(s) {_rows(empty)}")
+        errors.append(f"{items_name}: column 'item_id' is empty in {_rows(empty, items_name)}")
     dup = item_ids.duplicated(keep="first") & ~empty
     if dup.any():
-        errors.append(f"{items_name}: duplicate item_id {sorted(set(item_ids[dup]))[:MAX_LISTED_ROWS]} in row(s) {_rows(dup)}")
+        dups = sorted(set(item_ids[dup]))[:MAX_LISTED_ROWS]
+        errors.append(f"{items_name}: duplicate item_id {dups} in {_rows(dup, items_name)}")
     inter = interactions.reset_index(drop=True)
     unknown = ~inter["item_id"].astype(str).isin(set(item_ids))
     if unknown.any():
         ids = sorted(set(inter.loc[unknown, "item_id"].astype(str)))[:MAX_LISTED_ROWS]
-        errors.append(f"{interactions_name}: column 'item_id' has unknown item id(s) {ids} in row(s) {_rows(unknown)}")
-    ts = pd.to_numeric(inter["timestamp"], errors="coerce")
-    bad_ts = ts.isna()
-    if bad_ts.any():
-        errors.append(f"{interactions_name}: column 'timestamp' is not a number in row(s) {_rows(bad_ts)}")
+        errors.append(
+            f"{interactions_name}: column 'item_id' has unknown item id(s) {ids} in {_rows(unknown, interactions_name)}"
+        )
+    errors.extend(timestamps_in_seconds(inter["timestamp"], interactions_name)[1])
     if "label" in inter.columns:
-        bad_label = pd.to_numeric(inter["label"], errors="coerce").isna()
+        label = pd.to_numeric(inter["label"], errors="coerce")
+        bad_label = ~np.isfinite(label.astype("float64"))
         if bad_label.any():
-            errors.append(f"{interactions_name}: column 'label' is not a number in row(s) {_rows(bad_label)}")
+            errors.append(
+                f"{interactions_name}: column 'label' is not a finite number in {_rows(bad_label, interactions_name)}"
+            )
     return errors
 
 
@@ -93,6 +161,7 @@ class RecDataset:
     root: Path
     items: pd.DataFrame
     interactions: pd.DataFrame
+    allow_external_media: bool = False
 
     @classmethod
     def from_frames(
@@ -109,14 +178,18 @@ class RecDataset:
         if errors:
             raise DataError(f"dataset '{name}' has {len(errors)} structural error(s):\n  " + "\n  ".join(errors))
         items = items.copy()
-        for column in ITEM_COLUMNS:
+        extra = [c for c in items.columns if c not in ITEM_COLUMNS]
+        for column in (*ITEM_COLUMNS, *extra):
             items[column] = items[column].fillna("").astype(str) if column in items.columns else ""
-        items = items[list(ITEM_COLUMNS)].reset_index(drop=True)
+        items = items[[*ITEM_COLUMNS, *extra]].reset_index(drop=True)
+        seconds, _, notes = timestamps_in_seconds(interactions["timestamp"].reset_index(drop=True), interactions_name)
+        for note in notes:
+            log.warning("%s", note)
         inter = pd.DataFrame(
             {
                 "user_id": interactions["user_id"].astype(str).to_numpy(),
                 "item_id": interactions["item_id"].astype(str).to_numpy(),
-                "timestamp": pd.to_numeric(interactions["timestamp"]).astype("int64").to_numpy(),
+                "timestamp": seconds.to_numpy(),
                 "label": (
                     pd.to_numeric(interactions["label"]).astype("float32").to_numpy()
                     if "label" in interactions.columns
@@ -141,12 +214,38 @@ class RecDataset:
             digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
         return digest.hexdigest()[:16]
 
-    def media_path(self, relative: str) -> Path:
-        """An item's media path, resolved against the dataset root."""
-        return self.root / relative
+    def media_path(self, relative: str, check: bool = True) -> Path:
+        """An item's media path resolved against the dataset root.
+
+        With ``check``, a path that leaves the root (``..``, an absolute path, or a symlink whose
+        target is outside) raises MediaError unless ``allow_external_media`` is set; such a file is
+        never opened.
+        """
+        from mmrec.data.media import MediaError
+
+        path = Path(relative)
+        full = path if path.is_absolute() else self.root / path
+        if not check or self.allow_external_media:
+            return full
+        if path.is_absolute():
+            raise MediaError(
+                full,
+                "absolute media path refused (paths must be relative to the dataset root; "
+                "data.allow_external_media=true allows them)",
+            )
+        root = self.root.resolve()
+        if not full.resolve().is_relative_to(root):
+            raise MediaError(
+                full,
+                f"media path resolves outside the dataset root {root} (refused; "
+                "data.allow_external_media=true allows it)",
+            )
+        return full
 
 
-def load_native(root: str | Path, items: str = "items.csv", interactions: str = "interactions.csv", name: str | None = None) -> RecDataset:
+def load_native(
+    root: str | Path, items: str = "items.csv", interactions: str = "interactions.csv", name: str | None = None
+) -> RecDataset:
     """Load a dataset in the native layout from ``root``; see the module docstring for the columns."""
     root = Path(root)
     items_path, inter_path = root / items, root / interactions

@@ -1,10 +1,10 @@
 """Seeded, deterministic train/valid/test splits of an interactions table.
 
-    random     per user, shuffled, 0.8/0.1/0.1 by default (RecBole's RS protocol and rounding)
-    loo        leave-one-out by time: per user the last interaction is test, the one before valid
-    temporal   one global time cut: the earliest 80% train, then valid, then test
-    cold_item  a fraction of items is held out whole: their interactions go only to valid
-               (half of those items) or test (the other half); the rest is split like ``random``
+random     per user, shuffled, 0.8/0.1/0.1 by default (RecBole's RS protocol and rounding)
+loo        leave-one-out by time: per user the last interaction is test, the one before valid
+temporal   one global time cut: the earliest 80% train, then valid, then test
+cold_item  a fraction of items is held out whole: their interactions go only to valid
+           (half of those items) or test (the other half); the rest is split like ``random``
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from mmrec.io import atomic_path, write_text
 
 SPLIT_METHODS = ("random", "loo", "temporal", "cold_item")
 PARTS = ("train", "valid", "test")
@@ -35,10 +37,10 @@ class Split:
 
     def save(self, path: Path, meta: dict) -> None:
         """Write the split as one Parquet file with a ``split`` column, plus ``meta`` as JSON beside it."""
-        path.parent.mkdir(parents=True, exist_ok=True)
         frames = [part.assign(split=name) for name, part in zip(PARTS, (self.train, self.valid, self.test))]
-        pd.concat(frames, ignore_index=True).to_parquet(path, index=False)
-        path.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        with atomic_path(path) as tmp:
+            pd.concat(frames, ignore_index=True).to_parquet(tmp, index=False)
+        write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True))
 
     @classmethod
     def load(cls, path: Path) -> Split:
@@ -62,7 +64,9 @@ def recbole_counts(total: int, ratios: tuple[float, ...]) -> list[int]:
 
 def _check_ratios(ratios: tuple[float, ...]) -> tuple[float, float, float]:
     if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
-        raise ValueError(f"split ratios must be three non-negative numbers summing to 1 (train, valid, test), got {list(ratios)}")
+        raise ValueError(
+            f"split ratios must be three non-negative numbers summing to 1 (train, valid, test), got {list(ratios)}"
+        )
     return tuple(float(r) for r in ratios)
 
 
@@ -98,7 +102,9 @@ def _temporal(inter: pd.DataFrame, ratios: tuple[float, float, float]) -> np.nda
     return labels
 
 
-def _cold_item(inter: pd.DataFrame, ratios: tuple[float, float, float], cold_fraction: float, rng: np.random.Generator) -> np.ndarray:
+def _cold_item(
+    inter: pd.DataFrame, ratios: tuple[float, float, float], cold_fraction: float, rng: np.random.Generator
+) -> np.ndarray:
     if not 0 < cold_fraction < 1:
         raise ValueError(f"split.cold_fraction must be in (0, 1), got {cold_fraction}")
     items = np.array(sorted(inter["item_id"].unique()))

@@ -8,6 +8,10 @@ Users prefer a few values of each attribute; an item's utility for a user is the
 user's log-preferences for its three values plus a popularity term and Gumbel noise. So each
 modality alone explains part of the preferences and the three together explain more.
 
+Items also carry categorical metadata in a ``tags`` column (``|``-separated): a genre tag that
+names the topic for half of the items (a random topic for the rest), the format word of the
+title, and a random duration bucket, for the categorical-metadata modality.
+
 A fraction of items ships an MP4 (frames and an AAC audio track) instead of images and a WAV,
 so that video decoding is exercised, and some items miss a modality on purpose.
 
@@ -27,8 +31,11 @@ import av
 import numpy as np
 import pandas as pd
 import soundfile as sf
+from filelock import FileLock
 from PIL import Image
 from tqdm import tqdm
+
+from mmrec.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +49,18 @@ TOPICS = {
     "gardening": ["seedlings", "compost", "tomatoes", "pruning", "greenhouse", "soil", "roses", "harvest"],
     "finance": ["budget", "stocks", "savings", "mortgage", "dividends", "inflation", "portfolio", "taxes"],
 }
-FILLER_ADJECTIVES = ["quick", "complete", "honest", "weekly", "beginner", "advanced", "late-night", "classic", "simple", "ultimate"]
+FILLER_ADJECTIVES = [
+    "quick",
+    "complete",
+    "honest",
+    "weekly",
+    "beginner",
+    "advanced",
+    "late-night",
+    "classic",
+    "simple",
+    "ultimate",
+]
 FILLER_FORMATS = ["video", "episode", "session", "story", "review", "guide", "livestream", "clip"]
 PALETTES = [  # (background, foreground) RGB: warm, cool, forest
     ((200, 60, 30), (250, 180, 40)),
@@ -84,14 +102,21 @@ def _clip(rng: np.random.Generator, pitch: int, rhythm: int, rate: int) -> np.nd
     return wave.astype(np.float32)
 
 
+def _tags(rng: np.random.Generator, topic: int, fmt: str) -> str:
+    """Metadata tags: a half-reliable genre, the title's format word, a random duration bucket."""
+    genre = list(TOPICS)[topic] if rng.random() < 0.5 else rng.choice(list(TOPICS))
+    return f"genre:{genre}|format:{fmt}|duration:{rng.choice(['short', 'medium', 'long'])}"
+
+
 def _text(rng: np.random.Generator, topic: int) -> tuple[str, str]:
     """Title and description that carry the topic through its words only."""
     words = list(TOPICS.values())[topic]
     chosen = rng.choice(words, size=3, replace=False)
     adjective, fmt = rng.choice(FILLER_ADJECTIVES), rng.choice(FILLER_FORMATS)
     title = f"{adjective.capitalize()} {chosen[0]} {fmt}"
-    description = f"A {rng.choice(FILLER_ADJECTIVES)} {fmt} about {chosen[1]} and {chosen[2]}, with some {chosen[0]} along the way."
-    return title, description
+    adjective2 = rng.choice(FILLER_ADJECTIVES)
+    description = f"A {adjective2} {fmt} about {chosen[1]} and {chosen[2]}, with some {chosen[0]} along the way."
+    return title, description, fmt
 
 
 def _write_video(path: Path, rng: np.random.Generator, palette: int, pattern: int, pitch: int, rhythm: int) -> None:
@@ -147,9 +172,13 @@ def generate(
     """Write the dataset to ``out`` in the native layout and return ``out``."""
     out = Path(out)
     if items < 20 or users < 2 or interactions_per_user < 3:
-        raise ValueError(f"synthetic dataset too small: items={items} (>=20), users={users} (>=2), interactions_per_user={interactions_per_user} (>=3)")
+        raise ValueError(
+            f"synthetic dataset too small: items={items} (>=20), users={users} (>=2), "
+            f"interactions_per_user={interactions_per_user} (>=3)"
+        )
     start = time.time()
     rng = np.random.default_rng(seed)
+    tag_rng = np.random.default_rng([seed, 1])  # its own stream: tags leave every other value as before
     for sub in ("images", "audio", "video"):
         (out / sub).mkdir(parents=True, exist_ok=True)
 
@@ -165,8 +194,16 @@ def generate(
     rows = []
     for i in tqdm(range(items), desc="synthetic items", unit="item", leave=False):
         item_id = f"i{i:05d}"
-        title, description = _text(rng, topic[i])
-        row = {"item_id": item_id, "title": title, "description": "" if no_description[i] else description, "image": "", "video": "", "audio": ""}
+        title, description, fmt = _text(rng, topic[i])
+        row = {
+            "item_id": item_id,
+            "title": title,
+            "description": "" if no_description[i] else description,
+            "image": "",
+            "video": "",
+            "audio": "",
+        }
+        row["tags"] = _tags(tag_rng, topic[i], fmt)
         if is_video[i]:
             row["video"] = f"video/{item_id}.mp4"
             _write_video(out / row["video"], rng, palette[i], pattern[i], pitch[i], rhythm[i])
@@ -185,7 +222,9 @@ def generate(
     pref_visual = _preferences(rng, users, len(PALETTES) * len(PATTERNS))
     pref_audio = _preferences(rng, users, len(PITCH_HZ) * len(RHYTHMS))
     popularity = rng.zipf(1.6, items).clip(max=200).astype(np.float64)
-    utility = np.log(pref_topic[:, topic]) + np.log(pref_visual[:, visual]) + np.log(pref_audio[:, audio_attr])  # (U, I)
+    utility = (
+        np.log(pref_topic[:, topic]) + np.log(pref_visual[:, visual]) + np.log(pref_audio[:, audio_attr])
+    )  # (U, I)
     utility += popularity_weight * np.log(popularity)[None, :]
     counts = np.clip(rng.poisson(interactions_per_user - 5, users) + 5, 5, items // 2)
     base_time = 1_735_689_600  # 2025-01-01
@@ -197,7 +236,6 @@ def generate(
         for item, ts in zip(rng.permutation(chosen), times):
             inter.append((f"u{u:05d}", f"i{item:05d}", int(ts)))
 
-    pd.DataFrame(rows).to_csv(out / "items.csv", index=False)
     pd.DataFrame(inter, columns=["user_id", "item_id", "timestamp"]).to_csv(out / "interactions.csv", index=False)
     pd.DataFrame(
         {
@@ -225,7 +263,27 @@ def generate(
         "items_without_description": int(no_description.sum()),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    log.info("synthetic dataset: %d items, %d users, %d interactions written to %s in %.1fs", items, users, len(inter), out, time.time() - start)
+    with atomic_path(out / "items.csv") as tmp:  # written last: its presence marks a complete dataset
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+    log.info(
+        "synthetic dataset: %d items, %d users, %d interactions written to %s in %.1fs",
+        items,
+        users,
+        len(inter),
+        out,
+        time.time() - start,
+    )
+    return out
+
+
+def ensure_generated(out: str | Path, **options) -> Path:
+    """Generate the dataset at ``out`` unless it is already there (once, under a file lock)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):
+        if not (out / "items.csv").is_file():
+            log.info("synthetic dataset not found at %s: generating it", out)
+            generate(out, **options)
     return out
 
 

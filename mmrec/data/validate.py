@@ -1,88 +1,103 @@
 """Check a dataset before training: counts, modality coverage and every problem found.
 
     python -m mmrec.data.validate                       # the embedded synthetic dataset
-    python -m mmrec.data.validate data=ml100k
+    python -m mmrec.data.validate data=ml100k encoder/image=none encoder/audio=none
     python -m mmrec.data.validate data=native data.root=/path/to/data decode=false
 
+Each problem is one line (a bad media file with the reason, or an unusable item), then a summary.
 Exit status: 0 when the dataset can be trained on (undecodable media are reported; training
-skips them), 1 on structural errors (missing columns, duplicate ids, unknown item ids,
-non-numeric timestamps), 2 when the dataset files cannot be found.
+treats them as missing), 1 on structural errors (missing columns, duplicate ids, unknown item
+ids, bad timestamps) or on items with no usable modality while ``model.empty_items=error`` and
+``model.item_id=false``, 2 when the dataset files cannot be found.
 """
 
 from __future__ import annotations
 
 import sys
 from collections import Counter
-from pathlib import Path
 
 import hydra
+import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from mmrec.data.datamodule import load_dataset
-from mmrec.data.features import ItemFeaturizer, MediaConfig, item_text
+from mmrec.build import encoder_configs
 from mmrec.data.schema import DataError, RecDataset
+from mmrec.modalities import Featurizer
+from mmrec.train import CONFIG_PATH
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent.parent / "conf")
 
-
-def coverage(dataset: RecDataset, decode: bool) -> tuple[dict[str, tuple[int, int]], list[str]]:
-    """Per modality: (items that declare it, items whose media decode); and every media problem."""
-    items = dataset.items
-    declared = {
-        "text": int(sum(bool(item_text(t, d)) for t, d in zip(items["title"], items["description"]))),
-        "image": int(((items["image"] != "") | (items["video"] != "")).sum()),
-        "audio": int(((items["audio"] != "") | (items["video"] != "")).sum()),
-    }
-    if not decode:
-        return {m: (n, -1) for m, n in declared.items()}, []
-    featurizer = ItemFeaturizer(dataset, MediaConfig(), ("audio", "image"))
-    decoded, problems = Counter(), []
+def presence(dataset: RecDataset, featurizers: dict[str, Featurizer]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Per modality, (I,) whether each item has a usable value; and every media problem."""
+    present = {m: torch.zeros(dataset.num_items, dtype=torch.bool) for m in featurizers}
+    problems: list[str] = []
     for index in tqdm(range(dataset.num_items), desc="decoding media", unit="item"):
-        sample = featurizer(index)
-        decoded.update(m for m in ("audio", "image") if sample[m][2])
-        problems.extend(sample["problems"])
-    return {"text": (declared["text"], declared["text"]), **{m: (declared[m], decoded[m]) for m in ("image", "audio")}}, problems
+        for m, featurizer in featurizers.items():
+            present[m][index] = featurizer(index, problems).present
+    return present, problems
 
 
-def report(dataset: RecDataset, decode: bool = True) -> tuple[str, int]:
-    """The validation report as text, and the number of media problems in it."""
+def report(dataset: RecDataset, featurizers: dict[str, Featurizer], decode: bool = True) -> tuple[str, list[str], int]:
+    """The report text, the problem lines, and the number of items with no usable modality."""
     inter = dataset.interactions
     per_user = inter.groupby("user_id").size()
     never = dataset.num_items - inter["item_id"].nunique()
     lines = [
         f"dataset {dataset.name} at {dataset.root}",
         f"  items         {dataset.num_items:>10,}  ({never:,} never interacted with)",
-        f"  users         {dataset.num_users:>10,}  (interactions per user: min {per_user.min()}, median {int(per_user.median())}, max {per_user.max()})",
+        f"  users         {dataset.num_users:>10,}  (interactions per user: min {per_user.min()}, median "
+        f"{int(per_user.median())}, max {per_user.max()})",
         f"  interactions  {len(inter):>10,}  (timestamps {inter['timestamp'].min()} .. {inter['timestamp'].max()}; "
         f"{int((inter['label'] <= 0).sum()):,} with label <= 0)",
-        "  modality coverage (declared / decodable):",
+        "  modality coverage (usable items):" if decode else "  modality coverage: not decoded (decode=false)",
     ]
-    cover, problems = coverage(dataset, decode)
-    for modality, (declared, ok) in cover.items():
-        share = f"{declared / max(dataset.num_items, 1):6.1%}"
-        decoded = f"{ok:>8,}" if ok >= 0 else "   (not decoded)"
-        lines.append(f"    {modality:<6} {declared:>8,} {share}  / {decoded}")
-    lines.append(f"  media problems: {len(problems)}")
-    lines.extend(f"    {p}" for p in problems)
-    return "\n".join(lines), len(problems)
+    if not decode or not featurizers:
+        return "\n".join(lines), [], 0
+    present, problems = presence(dataset, featurizers)
+    for modality, mask in present.items():
+        lines.append(f"    {modality:<8} {int(mask.sum()):>8,} {float(mask.float().mean()):6.1%}")
+    empty = ~torch.stack(list(present.values())).any(0)
+    problem_lines = [f"media: {p}" for p in dict.fromkeys(problems)]
+    items = dataset.items["item_id"]
+    problem_lines += [
+        f"unusable item: {items.iloc[i]} (row {i + 2} of the items table) has none of {sorted(featurizers)}"
+        for i in empty.nonzero().flatten().tolist()
+    ]
+    return "\n".join(lines), problem_lines, int(empty.sum())
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="validate")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="validate")
 def main(cfg: DictConfig) -> None:
-    data = cfg.data
+    data = OmegaConf.to_container(cfg.data, resolve=True)
     try:
-        dataset = load_dataset(data.source, data.root, OmegaConf.to_container(data.options, resolve=True))
+        if data.get("prepare"):
+            instantiate(data["prepare"])()
+        dataset = instantiate(data["dataset"])()
     except DataError as err:
         print(f"STRUCTURAL ERRORS\n{err}", file=sys.stderr)
         sys.exit(1)
     except FileNotFoundError as err:
-        hint = " (generate it with `python -m mmrec.data.synthetic --out DIR`)" if data.source == "synthetic" else ""
-        print(f"NOT FOUND: {err}{hint}", file=sys.stderr)
+        print(f"NOT FOUND: {err}", file=sys.stderr)
         sys.exit(2)
-    text, problems = report(dataset, decode=cfg.decode)
+    dataset.allow_external_media = bool(data.get("allow_external_media", False))
+    featurizers = {
+        m: instantiate(c["featurizer"], _partial_=True)(dataset=dataset) for m, c in encoder_configs(cfg).items()
+    }  # a dataclass kwarg would be converted by Hydra
+    text, problems, unusable = report(dataset, featurizers, decode=cfg.decode)
     print(text)
-    print("OK" if not problems else f"OK with {problems} undecodable media file(s): those modalities will be missing for their items")
+    for line in problems:
+        print(f"  PROBLEM {line}")
+    kinds = Counter(line.split(":")[0] for line in problems)
+    print(f"summary: {kinds.get('media', 0)} media problem(s), {unusable} unusable item(s)")
+    if unusable and cfg.model.empty_items == "error" and not cfg.model.item_id:
+        print(
+            f"FAIL: {unusable} item(s) have no usable modality; set model.item_id=true or "
+            "model.empty_items=learned to train anyway",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    print("OK" if not problems else "OK: the media problems above make those modalities missing for their items")
 
 
 if __name__ == "__main__":

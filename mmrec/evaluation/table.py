@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from mmrec.evaluation.ranking import ACCURACY
-
 GROUP_LABELS = {"": "all", "_warm": "warm", "_cold": "cold-start"}
+ACCURACY = ("recall", "ndcg", "hit", "mrr")
 
 
 def format_metrics(metrics: dict[str, float], part: str = "test", title: str = "") -> str:
@@ -24,7 +23,12 @@ def format_metrics(metrics: dict[str, float], part: str = "test", title: str = "
             lines.append(f"{label:<11}{metric:<11}{values}" + (f"{users:>9.0f}" if users is not None else ""))
     for metric in ("coverage", "popularity", "gini"):
         if f"{part}/{metric}@{ks[0]}" in metrics:
-            lines.append(f"{'catalogue':<11}{metric:<11}" + "".join(f"{metrics[f'{part}/{metric}@{k}']:>9.4f}" for k in ks))
+            lines.append(
+                f"{'catalogue':<11}{metric:<11}" + "".join(f"{metrics[f'{part}/{metric}@{k}']:>9.4f}" for k in ks)
+            )
+    for suffix, label in GROUP_LABELS.items():
+        if f"{part}{suffix}/gauc" in metrics:
+            lines.append(f"{label:<11}{'gauc':<11}{metrics[f'{part}{suffix}/gauc']:>9.4f}")
     if f"{part}/auc" in metrics:
         lines.append(f"{'pointwise':<11}{'auc':<11}{metrics[f'{part}/auc']:>9.4f}")
     return "\n".join(lines)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from mmrec.models.two_tower import TwoTowerOutput
 
 
-def pointwise_bce(pos_logits: torch.Tensor, neg_logits: torch.Tensor, neg_valid: torch.Tensor | None = None) -> torch.Tensor:
+def pointwise_bce(
+    pos_logits: torch.Tensor, neg_logits: torch.Tensor, neg_valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """BCE with label 1 for ``pos_logits`` (B,) and 0 for ``neg_logits`` (B, K); negatives where
     ``neg_valid`` (B, K) is False (the user did interact with them) are left out."""
     pos = F.binary_cross_entropy_with_logits(pos_logits, torch.ones_like(pos_logits), reduction="sum")
@@ -20,16 +23,16 @@ def pointwise_bce(pos_logits: torch.Tensor, neg_logits: torch.Tensor, neg_valid:
     return (pos + neg_terms.sum()) / count
 
 
-class PointwiseScorer(nn.Module):
-    """Turns cosine similarity into a calibrated logit: ``scale * u.i + bias`` (both learned)."""
+def valid_negatives(out: TwoTowerOutput) -> torch.Tensor:
+    """(B, K) True for sampled negatives that are neither the positive nor a known interaction."""
+    valid = out.neg_ids != out.pos_ids.unsqueeze(1)
+    if out.known is not None:
+        valid = valid & ~out.known.contains(out.user_ids.unsqueeze(1), out.neg_ids)
+    return valid
 
-    def __init__(self, init_scale: float = 10.0, init_bias: float = -5.0):
-        super().__init__()
-        self.scale = nn.Parameter(torch.tensor(init_scale))
-        self.bias = nn.Parameter(torch.tensor(init_bias))
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """users (B, D) with items (B, D) or (B, K, D) -> logits (B,) or (B, K)."""
-        if items.dim() == 3:
-            return self.scale * torch.einsum("bd,bkd->bk", users, items) + self.bias
-        return self.scale * (users * items).sum(-1) + self.bias
+class PointwiseBCE:
+    """The BCE term: the model's pointwise scorer on the positive and the sampled negatives."""
+
+    def __call__(self, out: TwoTowerOutput) -> torch.Tensor:
+        return pointwise_bce(out.pos_logits, out.neg_logits, valid_negatives(out))

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from mmrec.losses.distributed import gather_no_grad, gather_with_grad, local_labels
+from mmrec.models.two_tower import TwoTowerOutput
 
 
 def in_batch_softmax(
@@ -37,44 +35,31 @@ def in_batch_softmax(
     return F.cross_entropy(logits, labels)
 
 
-class ContrastiveLoss(nn.Module):
-    """In-batch softmax with a learnable CLIP-style temperature and negatives from every rank.
+class InBatchSoftmax:
+    """In-batch softmax over the positives of the global batch, with the model's temperature.
 
-    ``forward`` gathers item embeddings (with gradients), item ids and log-probabilities from
-    all ranks. With ``local_loss`` (open_clip's name) each rank scores only its own users
-    against every gathered item, O(B x W*B); otherwise users are gathered too and every rank
-    computes the whole (W*B x W*B) loss. Both give the single-process gradient once DDP averages.
-    Accidental hits are masked: the same item as a row's positive elsewhere in the global
-    batch, and any column for which ``interacted(user, item)`` is True.
+    Item embeddings (with gradients), item ids and log-probabilities are gathered from all ranks.
+    With ``local_loss`` (open_clip's name) each rank scores only its own users against every
+    gathered item, O(B x W*B); otherwise users are gathered too and every rank computes the
+    whole (W*B x W*B) loss. Both give the single-process gradient once DDP averages.
+    Accidental hits are masked: the same item as a row's positive elsewhere in the global batch,
+    and any known training interaction of the row's user.
     """
 
-    def __init__(self, temperature: float = 0.07, max_logit_scale: float = 100.0, learn_temperature: bool = True, local_loss: bool = True):
-        super().__init__()
-        self.local_loss = local_loss
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)), requires_grad=learn_temperature)
-        self.max_log = math.log(max_logit_scale)
+    def __init__(self, logq_correction: bool = True, local_loss: bool = True):
+        self.logq_correction, self.local_loss = logq_correction, local_loss
 
-    def forward(
-        self,
-        users: torch.Tensor,
-        items: torch.Tensor,
-        user_ids: torch.Tensor,
-        item_ids: torch.Tensor,
-        log_q: torch.Tensor | None = None,
-        interacted=None,
-    ) -> torch.Tensor:
-        """users, items: (B, D) local rows; user_ids, item_ids: (B,); log_q: (B,) for the local items;
-        ``interacted(user_ids (B,1), item_ids (1,C)) -> (B, C) bool`` marks known interactions."""
-        all_items = gather_with_grad(items)
-        all_ids = gather_no_grad(item_ids)
-        all_log_q = gather_no_grad(log_q) if log_q is not None else None
+    def __call__(self, out: TwoTowerOutput) -> torch.Tensor:
+        users, user_ids = out.users, out.user_ids
+        all_items = gather_with_grad(out.pos_items)
+        all_ids = gather_no_grad(out.pos_ids)
+        all_log_q = gather_no_grad(out.log_q) if self.logq_correction else None
         if self.local_loss:
-            row_ids, labels = item_ids, local_labels(len(users), users.device)
+            row_ids, labels = out.pos_ids, local_labels(len(users), users.device)
         else:
             users, user_ids, row_ids = gather_with_grad(users), gather_no_grad(user_ids), all_ids
             labels = torch.arange(len(users), device=users.device)
         exclude = row_ids.unsqueeze(1) == all_ids.unsqueeze(0)
-        if interacted is not None:
-            exclude = exclude | interacted(user_ids.unsqueeze(1), all_ids.unsqueeze(0))
-        scale = self.logit_scale.clamp(max=self.max_log)
-        return in_batch_softmax(users, all_items, labels, scale, all_log_q, exclude)
+        if out.known is not None:
+            exclude = exclude | out.known.contains(user_ids.unsqueeze(1), all_ids.unsqueeze(0))
+        return in_batch_softmax(users, all_items, labels, out.logit_scale, all_log_q, exclude)

@@ -4,6 +4,9 @@ Every fusion takes ``embeddings[m]`` (B, D) and ``present[m]`` (B,) bool for the
 was built with, and returns a FusionOutput with the (B, D) embedding and, where the method has
 them, per-modality weights (B, M) in sorted-modality order (zero for absent modalities).
 Absent modalities never influence the output; a row with no modality present is an error.
+
+Each class is a Hydra ``_target_`` (``conf/fusion/*.yaml``) built with ``modalities`` and ``dim``
+given by mmrec.build; a fusion of your own is one class with that signature plus one YAML.
 """
 
 from __future__ import annotations
@@ -14,8 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-FUSIONS = ("attn", "concat", "gated", "late", "mean")
-
 
 @dataclass
 class FusionOutput:
@@ -23,7 +24,9 @@ class FusionOutput:
     weights: torch.Tensor | None = None  # (B, M) per-modality weights, if the method has them
 
 
-def stack_modalities(modalities: tuple[str, ...], embeddings: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def stack_modalities(
+    modalities: tuple[str, ...], embeddings: dict[str, torch.Tensor], present: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, M, D) embeddings with absent entries zeroed, and the (B, M) presence mask."""
     missing = [m for m in modalities if m not in embeddings or m not in present]
     if missing:
@@ -32,7 +35,10 @@ def stack_modalities(modalities: tuple[str, ...], embeddings: dict[str, torch.Te
     x = torch.stack([embeddings[m] for m in modalities], dim=1) * mask.unsqueeze(-1)
     if not bool(mask.any(dim=1).all()):
         rows = (~mask.any(dim=1)).nonzero().flatten().tolist()[:5]
-        raise ValueError(f"item row(s) {rows} have none of the modalities {list(modalities)} present; every fused item needs at least one")
+        raise ValueError(
+            f"item row(s) {rows} have none of the modalities {list(modalities)} present; every fused item "
+            "needs at least one"
+        )
     return x, mask
 
 
@@ -113,7 +119,9 @@ class AttentionFusion(nn.Module):
         self.modalities = tuple(sorted(modalities))
         self.cls = nn.Parameter(torch.randn(dim) * 0.02)
         self.type_embedding = nn.Parameter(torch.randn(len(self.modalities), dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout, activation="gelu", batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, 4 * dim, dropout, activation="gelu", batch_first=True, norm_first=True
+        )
         self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
 
@@ -123,14 +131,3 @@ class AttentionFusion(nn.Module):
         padding = torch.cat([mask.new_zeros(len(x), 1), ~mask], dim=1)  # True = ignored
         out = self.transformer(tokens, src_key_padding_mask=padding)
         return FusionOutput(self.norm(out[:, 0]))
-
-
-def build_fusion(name: str, modalities: tuple[str, ...], dim: int, layers: int = 2, heads: int = 4, dropout: float = 0.1) -> nn.Module:
-    """The fusion module called ``name`` (one of FUSIONS) over ``modalities``."""
-    if name not in FUSIONS:
-        raise ValueError(f"unknown fusion '{name}': expected one of {FUSIONS}")
-    if not modalities:
-        raise ValueError(f"fusion '{name}' needs at least one modality")
-    if name == "attn":
-        return AttentionFusion(modalities, dim, layers, heads, dropout)
-    return {"concat": ConcatFusion, "gated": GatedFusion, "late": LateFusion, "mean": MeanFusion}[name](modalities, dim)

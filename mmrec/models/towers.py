@@ -34,7 +34,9 @@ class ProjectionHead(nn.Module):
 
     def __init__(self, in_dim: int, dim: int, dropout: float = 0.1):
         super().__init__()
-        self.net = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
+        self.net = nn.Sequential(
+            nn.LayerNorm(in_dim), nn.Linear(in_dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -45,25 +47,52 @@ class ItemTower(nn.Module):
 
     The ID embedding is dropped per item with probability ``id_dropout`` in training, so the
     tower also learns to embed items from content alone (cold-start items have untrained IDs).
-    Items with no modality present embed from their ID when ``num_items`` is set; otherwise
-    ``empty_items`` decides: 'error' raises, 'learned' gives them one shared learned vector
-    (for single-modality ablations on catalogues where some items lack that modality).
+    Items with no modality present embed from their ID when ``item_id`` is set; otherwise
+    ``empty_items`` decides: 'learned' gives them one shared learned vector (for single-modality
+    ablations on catalogues where some items lack that modality); 'error' means training refuses
+    such a catalogue before the first step (RecModule.check_empty_items), so none reaches here.
     """
 
-    def __init__(self, projections: nn.ModuleDict, fusion: nn.Module | None, dim: int, num_items: int | None = None, id_dropout: float = 0.5, modality_dropout: float = 0.0, empty_items: str = "error"):
+    def __init__(
+        self,
+        projections: nn.ModuleDict,
+        fusion: nn.Module | None,
+        dim: int,
+        num_items: int,
+        item_id: bool = False,
+        id_dropout: float = 0.5,
+        modality_dropout: float = 0.0,
+        empty_items: str = "error",
+        trained_ids: torch.Tensor | None = None,
+        id_init_std: float = 0.02,
+    ):
+        """``trained_ids`` (num_items,) bool: items with training interactions. The others (cold
+        items) never get their untrained ID vector: they embed from content alone."""
         super().__init__()
-        if fusion is None and num_items is None:
-            raise ValueError("an item tower needs content (at least one modality) or item-ID embeddings")
+        if fusion is None and not item_id:
+            raise ValueError(
+                "the item tower has no content (no modality enabled) and model.item_id is false: it would "
+                "have nothing to embed"
+            )
         if empty_items not in EMPTY_ITEM_POLICIES:
             raise ValueError(f"unknown model.empty_items '{empty_items}': expected one of {EMPTY_ITEM_POLICIES}")
         self.projections, self.fusion, self.dim = projections, fusion, dim
         self.empty = nn.Parameter(torch.randn(dim) * 0.02) if empty_items == "learned" else None
-        self.id_embedding = nn.Embedding(num_items, dim) if num_items else None
+        self.id_embedding = nn.Embedding(num_items, dim) if item_id else None
         if self.id_embedding is not None:
-            nn.init.normal_(self.id_embedding.weight, std=0.02)
-        self.id_dropout, self.modality_dropout = id_dropout, modality_dropout
+            nn.init.normal_(self.id_embedding.weight, std=id_init_std)
+        trained = torch.ones(num_items, dtype=torch.bool) if trained_ids is None else trained_ids.bool()
+        self.register_buffer("trained_ids", trained.clone())
+        self.id_dropout = id_dropout if fusion is not None else 0.0
+        self.modality_dropout = modality_dropout
 
-    def forward(self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor], index: torch.Tensor) -> ItemTowerOutput:
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(sorted(self.projections))
+
+    def forward(
+        self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor], index: torch.Tensor
+    ) -> ItemTowerOutput:
         """features[m]: (M, D_m) encoder outputs; present[m]: (M,); index: (M,) catalogue ids."""
         out = torch.zeros(len(index), self.dim, device=index.device)
         weights = None
@@ -71,26 +100,22 @@ class ItemTower(nn.Module):
             if self.training:
                 present = modality_dropout(present, self.modality_dropout)
             has_content = torch.stack([present[m] for m in sorted(self.projections)], dim=1).any(dim=1)
-            if self.id_embedding is None and self.empty is None and not bool(has_content.all()):
-                rows = index[~has_content].tolist()[:5]
-                raise ValueError(
-                    f"item(s) {rows} have no modality present and item-ID embeddings are off: set model.item_id=true, "
-                    "or model.empty_items=learned to give such items one shared learned embedding"
-                )
             if self.empty is not None:
                 out = out + (~has_content).unsqueeze(1).to(out.dtype) * self.empty
             rows = has_content.nonzero(as_tuple=True)[0]
-            projected = {m: self.projections[m](features[m][rows]) for m in sorted(self.projections)}
-            fused = self.fusion(projected, {m: present[m][rows] for m in projected})
-            out = out.index_put((rows,), fused.embedding.to(out.dtype))
-            if fused.weights is not None:
-                weights = fused.weights.new_zeros(len(index), fused.weights.shape[1]).index_put((rows,), fused.weights)
+            if len(rows):
+                projected = {m: self.projections[m](features[m][rows]) for m in sorted(self.projections)}
+                fused = self.fusion(projected, {m: present[m][rows] for m in projected})
+                out = out.index_put((rows,), fused.embedding.to(out.dtype))
+                if fused.weights is not None:
+                    weights = fused.weights.new_zeros(len(index), fused.weights.shape[1]).index_put(
+                        (rows,), fused.weights
+                    )
         if self.id_embedding is not None:
-            ids = self.id_embedding(index)
+            keep = self.trained_ids[index].unsqueeze(1).to(out.dtype)  # (M, 1)
             if self.training and self.id_dropout > 0:
-                keep = (torch.rand(len(index), 1, device=index.device) >= self.id_dropout).to(ids.dtype)
-                ids = ids * keep
-            out = out + ids
+                keep = keep * (torch.rand(len(index), 1, device=index.device) >= self.id_dropout).to(out.dtype)
+            out = out + self.id_embedding(index) * keep
         return ItemTowerOutput(F.normalize(out, dim=-1), weights)
 
 
@@ -99,17 +124,33 @@ class UserTower(nn.Module):
     optional user-ID embedding. A learned 'start' token is always attended to, so users with
     an empty history still embed."""
 
-    def __init__(self, dim: int, history_length: int, pooling: str = "attn", num_users: int | None = None, heads: int = 4, dropout: float = 0.1):
+    def __init__(
+        self,
+        dim: int,
+        history_length: int,
+        num_users: int,
+        pooling: str = "attn",
+        user_id: bool = False,
+        heads: int = 4,
+        dropout: float = 0.1,
+        id_init_std: float = 0.02,
+    ):
         super().__init__()
         if pooling not in USER_POOLINGS:
-            raise ValueError(f"unknown user pooling '{pooling}': expected one of {USER_POOLINGS}")
+            raise ValueError(f"unknown model.user_pooling '{pooling}': expected one of {USER_POOLINGS}")
+        if dim % heads:
+            raise ValueError(f"model.dim={dim} is not divisible by the user tower's heads={heads}")
         self.pooling = pooling
         self.start = nn.Parameter(torch.randn(dim) * 0.02)
         self.position = nn.Parameter(torch.zeros(history_length, dim))
         self.query = nn.Parameter(torch.randn(dim) * 0.02)
-        self.attention = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True) if pooling == "attn" else None
+        self.attention = (
+            nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True) if pooling == "attn" else None
+        )
         self.out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
-        self.id_embedding = nn.Embedding(num_users, dim) if num_users else None
+        self.id_embedding = nn.Embedding(num_users, dim) if user_id else None
+        if self.id_embedding is not None:
+            nn.init.normal_(self.id_embedding.weight, std=id_init_std)
 
     def forward(self, history: torch.Tensor, history_mask: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
         """history: (B, N, D) item embeddings; history_mask: (B, N); user: (B,) -> (B, D) normalised."""
@@ -119,7 +160,9 @@ class UserTower(nn.Module):
         if self.attention is None:
             pooled = (tokens * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
         else:
-            pooled, _ = self.attention(self.query.expand(b, 1, -1), tokens, tokens, key_padding_mask=~mask, need_weights=False)
+            pooled, _ = self.attention(
+                self.query.expand(b, 1, -1), tokens, tokens, key_padding_mask=~mask, need_weights=False
+            )
             pooled = pooled.squeeze(1)
         out = self.out(pooled)
         if self.id_embedding is not None:

@@ -1,38 +1,110 @@
-"""The two-tower recommender: encoders -> item tower, item embeddings of the history -> user tower."""
+"""The two-tower recommender: encoders -> item tower, item embeddings of the history -> user tower.
+
+The model owns every trained parameter, the contrastive temperature and the pointwise scorer
+included, so a saved model is complete; losses are functions of its outputs.
+"""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from mmrec.models.towers import ItemTower, ItemTowerOutput, UserTower
+from mmrec.data.csr import PairSet
+from mmrec.models.adapt import ModalityEncoder
+from mmrec.models.towers import ItemTower, ItemTowerOutput
+
+
+class PointwiseScorer(nn.Module):
+    """Turns cosine similarity into a calibrated logit: ``scale * u.i + bias`` (both learned)."""
+
+    def __init__(self, init_scale: float = 10.0, init_bias: float = -5.0):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(init_scale))
+        self.bias = nn.Parameter(torch.tensor(init_bias))
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """users (B, D) with items (B, D) or (B, K, D) -> logits (B,) or (B, K)."""
+        if items.dim() == 3:
+            return self.scale * torch.einsum("bd,bkd->bk", users, items) + self.bias
+        return self.scale * (users * items).sum(-1) + self.bias
 
 
 class TwoTowerModel(nn.Module):
-    """Holds built encoders (one ModalityEncoder per modality) and the two towers.
+    """Built encoders (one ModalityEncoder per modality), the two towers, the temperature and the scorer.
 
     Encoders are separate from the item tower so that frozen encoders can be run once over the
     catalogue and their outputs cached: ``item_tower`` takes encoder outputs either way.
+    ``logit_scale`` is log(1 / temperature), CLIP-style; ``clamp_()`` keeps it in
+    [0, log(max_logit_scale)] and is called after every optimiser step.
     """
 
-    def __init__(self, encoders: nn.ModuleDict, item_tower: ItemTower, user_tower: UserTower):
+    def __init__(
+        self,
+        encoders: dict[str, ModalityEncoder],
+        item_tower: ItemTower,
+        user_tower: nn.Module,
+        temperature: float = 0.07,
+        learn_temperature: bool = True,
+        max_logit_scale: float = 100.0,
+    ):
         super().__init__()
-        self.encoders, self.item_tower, self.user_tower = encoders, item_tower, user_tower
+        if not 0 < temperature:
+            raise ValueError(f"model.temperature must be > 0, got {temperature}")
+        self.encoders, self.item_tower, self.user_tower = nn.ModuleDict(encoders), item_tower, user_tower
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)), requires_grad=learn_temperature)
+        self.max_log_scale = math.log(max_logit_scale)
+        self.scorer = PointwiseScorer()
+        self.clamp_()
 
     @property
     def modalities(self) -> tuple[str, ...]:
         return tuple(sorted(self.encoders))
 
-    def encoder_dims(self) -> dict[str, int]:
-        return {m: self.encoders[m].output_dim for m in self.modalities}
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        """Clamp the temperature parameter itself (not a copy), as open_clip does after each step."""
+        self.logit_scale.clamp_(0.0, self.max_log_scale)
 
-    def encode(self, inputs: dict[str, torch.Tensor], input_mask: dict[str, torch.Tensor], present: dict[str, torch.Tensor], modalities: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+    def encode(
+        self,
+        inputs: dict[str, torch.Tensor],
+        input_mask: dict[str, torch.Tensor],
+        present: dict[str, torch.Tensor],
+        modalities: tuple[str, ...] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Run the encoders of ``modalities`` (default: those in ``inputs``): each (M, ...) -> (M, D_m)."""
         names = sorted(inputs) if modalities is None else sorted(modalities)
         return {m: self.encoders[m](inputs[m], input_mask[m], present[m]) for m in names}
 
-    def embed_items(self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor], index: torch.Tensor) -> ItemTowerOutput:
+    def embed_items(
+        self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor], index: torch.Tensor
+    ) -> ItemTowerOutput:
         return self.item_tower(features, present, index)
 
     def embed_users(self, history: torch.Tensor, history_mask: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
+        """history (B, N, D) item embeddings, history_mask (B, N), user (B,) -> (B, D)."""
         return self.user_tower(history, history_mask, user)
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The pointwise (BCE) logit of users (B, D) with items (B, D) or (B, K, D)."""
+        return self.scorer(users, items)
+
+
+@dataclass
+class TwoTowerOutput:
+    """Everything a loss term may use from one training step (local rows; terms gather as needed)."""
+
+    users: torch.Tensor  # (B, D) L2-normalised user embeddings
+    pos_items: torch.Tensor  # (B, D) their positive items
+    neg_items: torch.Tensor  # (B, K, D) sampled negatives
+    user_ids: torch.Tensor  # (B,)
+    pos_ids: torch.Tensor  # (B,) catalogue index of each positive
+    neg_ids: torch.Tensor  # (B, K)
+    logit_scale: torch.Tensor  # () log(1 / temperature), the model's parameter
+    pos_logits: torch.Tensor  # (B,) pointwise scorer on the positives
+    neg_logits: torch.Tensor  # (B, K) pointwise scorer on the negatives
+    log_q: torch.Tensor  # (B,) log sampling probability of each positive (for logQ correction)
+    known: PairSet | None = None  # (user, item) training interactions: never treated as negatives

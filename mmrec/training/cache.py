@@ -1,9 +1,12 @@
 """Frozen encoders run once per item: their outputs are cached on disk and reused across runs.
 
-The key hashes the encoder's config, its weights and the data fingerprint (catalogue contents
-and media settings), so the cache is rebuilt when any of them changes and shared by runs where
-none did. The weights matter for random-init presets: the same config under another seed is
-another feature extractor.
+The key hashes the encoder's config, its weights and the modality's data fingerprint (catalogue,
+featurizer settings, and the size and modification time of every media file read), so the cache
+is rebuilt when any of them changes and shared by runs where none did. The weights matter for
+random-init presets: the same config under another seed is another feature extractor. The media
+problems met while encoding are stored with the features, so a run that reads the cache reports
+them too. Encoding runs under its own RNG state (``torch.random.fork_rng``), so building the
+cache and reading it leave training in the same random state.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -19,7 +23,8 @@ from filelock import FileLock
 from tqdm import tqdm
 
 from mmrec.data.features import ItemBatch
-from mmrec.models.encoders.adapt import ModalityEncoder
+from mmrec.io import atomic_path
+from mmrec.models.adapt import ModalityEncoder
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +39,11 @@ def weights_digest(module: torch.nn.Module) -> str:
 
 
 def cache_key(modality: str, encoder_config: Mapping, data_fingerprint: str, weights: str) -> str:
-    payload = json.dumps({"modality": modality, "encoder": encoder_config, "data": data_fingerprint, "weights": weights}, sort_keys=True, default=str)
+    payload = json.dumps(
+        {"modality": modality, "encoder": encoder_config, "data": data_fingerprint, "weights": weights},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
 
@@ -42,47 +51,113 @@ class ProblemReport:
     """Counts bad media files and logs each file once, in the process that consumes batches."""
 
     def __init__(self):
-        self.seen: set[str] = set()
+        self.seen: dict[str, None] = {}
 
     def add(self, problems: Iterable[str]) -> None:
         for problem in problems:
             if problem not in self.seen:
-                self.seen.add(problem)
+                self.seen[problem] = None
                 log.warning("skipped media (modality marked missing for this item): %s", problem)
 
     @property
     def count(self) -> int:
         return len(self.seen)
 
+    @property
+    def problems(self) -> list[str]:
+        return list(self.seen)
+
 
 @torch.no_grad()
-def encode_catalogue(encoder: ModalityEncoder, modality: str, batches: Iterable[ItemBatch], num_items: int, device: torch.device, problems: ProblemReport) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``encoder`` over every item: (N, D) float32 outputs and (N,) presence."""
+def encode_catalogue(
+    encoder: ModalityEncoder, modality: str, batches: Iterable[ItemBatch], num_items: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Run ``encoder`` over every item: (N, D) float32 outputs, (N,) presence, and the media problems."""
     was_training = encoder.training
     encoder.eval()
     features = torch.zeros(num_items, encoder.output_dim)
     present = torch.zeros(num_items, dtype=torch.bool)
-    for batch in tqdm(batches, desc=f"encoding {modality}", unit="batch", leave=False):
-        problems.add(batch.problems)
-        mask = batch.present[modality]
-        out = encoder(batch.inputs[modality].to(device), batch.input_mask[modality].to(device), mask.to(device))
-        features[batch.index], present[batch.index] = out.float().cpu(), mask
+    problems: list[str] = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for batch in tqdm(batches, desc=f"encoding {modality}", unit="batch", leave=False):
+            problems.extend(batch.problems)
+            mask = batch.present[modality]
+            out = encoder(batch.inputs[modality].to(device), batch.input_mask[modality].to(device), mask.to(device))
+            features[batch.index], present[batch.index] = out.float().cpu(), mask
     encoder.train(was_training)
-    return features, present
+    return features, present, problems
 
 
-def load_or_encode(path: Path, compute: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The cached (features, present) at ``path``, computing and saving them first if absent.
+def load_or_encode(
+    path: Path, compute: Callable[[], tuple[torch.Tensor, torch.Tensor, list[str]]]
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """The cached (features, present, problems) at ``path``, computing and saving them first if absent.
 
-    A file lock makes concurrent ranks or runs compute it once; the others then read the file.
+    A file lock makes concurrent ranks or runs compute it once; the others then read the file. A
+    file that cannot be read (truncated, damaged, of another format) is logged, removed and rebuilt.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         if path.is_file():
-            stored = torch.load(path, map_location="cpu", weights_only=True)
-            log.info("loaded cached embeddings %s", path)
-            return stored["features"], stored["present"]
-        features, present = compute()
-        torch.save({"features": features, "present": present}, path)
+            try:
+                stored = torch.load(path, map_location="cpu", weights_only=True)
+                result = stored["features"], stored["present"], list(stored.get("problems", []))
+                log.info("loaded cached embeddings %s", path)
+                return result
+            except Exception as err:  # any unreadable cache is rebuilt, never fatal
+                log.warning("embedding cache %s cannot be read (%s): removing and rebuilding it", path, err)
+                os.unlink(path)
+        features, present, problems = compute()
+        with atomic_path(path) as tmp:
+            torch.save({"features": features, "present": present, "problems": problems}, tmp)
         log.info("cached %d item embeddings (%d present) to %s", len(features), int(present.sum()), path)
-        return features, present
+        return features, present, problems
+
+
+class FrozenFeatures:
+    """The cached outputs of the frozen encoders, computed (or read) once on the module's device.
+
+    ``loader(modalities)`` yields ItemBatches over the whole catalogue; ``fingerprints[m]`` and
+    ``configs[m]`` identify modality m's data and encoder config; ``prefix`` names the files.
+    """
+
+    def __init__(
+        self,
+        loader: Callable[[tuple[str, ...]], Iterable[ItemBatch]],
+        fingerprints: Mapping[str, str],
+        configs: Mapping[str, Mapping],
+        cache_dir: str | Path,
+        prefix: str,
+    ):
+        self.loader, self.fingerprints, self.configs = (
+            loader,
+            dict(fingerprints),
+            {m: dict(c) for m, c in configs.items()},
+        )
+        self.cache_dir, self.prefix = Path(cache_dir), prefix
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(sorted(self.configs))
+
+    def load(
+        self, encoders: Mapping[str, ModalityEncoder], num_items: int, device: torch.device
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor, list[str]]]:
+        out = {}
+        for m in self.modalities:
+            key = cache_key(m, self.configs[m], self.fingerprints[m], weights_digest(encoders[m]))
+            path = self.cache_dir / f"{self.prefix}-{m}-{key}.pt"
+            out[m] = load_or_encode(
+                path, lambda m=m: encode_catalogue(encoders[m], m, self.loader((m,)), num_items, device)
+            )
+        return out
+
+    def presence(self, modalities: tuple[str, ...], num_items: int) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """(I,) presence of each of ``modalities`` over the catalogue (one featurizer pass), and the media problems."""
+        present = {m: torch.zeros(num_items, dtype=torch.bool) for m in modalities}
+        problems: list[str] = []
+        for batch in tqdm(self.loader(modalities), desc=f"checking {', '.join(modalities)}", unit="batch", leave=False):
+            problems.extend(batch.problems)
+            for m in modalities:
+                present[m][batch.index] = batch.present[m]
+        return present, problems

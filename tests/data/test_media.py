@@ -6,9 +6,11 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from mmrec.data.features import ItemFeaturizer, MediaConfig, collate_items
+from mmrec.data.features import featurize_items
 from mmrec.data.media import MediaError, load_audio, load_image, video_keyframes
 from mmrec.data.schema import RecDataset
+from mmrec.modalities.audio import AudioFeaturizer
+from mmrec.modalities.image import ImageFeaturizer
 
 
 def test_audio_is_mono_resampled_and_cropped(tmp_path):
@@ -73,8 +75,11 @@ def test_featurizer_marks_bad_media_missing_and_reports_each_file(tmp_path):
     )
     inter = pd.DataFrame({"user_id": ["u"], "item_id": ["a"], "timestamp": [0]})
     ds = RecDataset.from_frames("t", tmp_path, items, inter)
-    feats = ItemFeaturizer(ds, MediaConfig(image_size=16, num_frames=2, audio_seconds=0.2), ("image", "audio"))
-    batch = collate_items([feats(i) for i in range(3)])
+    featurizers = {
+        "image": ImageFeaturizer(ds, "mmrec-tiny-vit", num_frames=2),
+        "audio": AudioFeaturizer(ds, seconds=0.2),
+    }
+    batch = featurize_items(featurizers, [0, 1, 2])
     assert batch.present["image"].tolist() == [True, False, False]
     assert batch.input_mask["image"].tolist() == [[True, False], [False, False], [False, False]]
     assert batch.present["audio"].tolist() == [True, False, False]
@@ -83,3 +88,92 @@ def test_featurizer_marks_bad_media_missing_and_reports_each_file(tmp_path):
     assert len(batch.problems) == 3
     assert sum("broken.png: cannot decode image" in p for p in batch.problems) == 2
     assert sum(p.endswith("missing.wav: file not found") for p in batch.problems) == 1
+
+
+def test_decompression_bomb_is_refused_from_its_header(tmp_path):
+    """A PNG whose header declares 100,000 x 100,000 pixels: refused before any pixel is decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 1000))
+        + chunk(b"IEND", b"")
+    )
+    (tmp_path / "bomb.png").write_bytes(png)
+    with pytest.raises(MediaError, match="decompression bomb|over the limit"):
+        load_image(tmp_path / "bomb.png")
+    Image.fromarray(np.zeros((60, 50, 3), dtype=np.uint8)).save(tmp_path / "big.png")
+    with pytest.raises(MediaError, match="image is 50x60 pixels, over the limit of 2,000"):
+        load_image(tmp_path / "big.png", max_pixels=2000)
+
+
+def test_long_audio_decodes_only_its_window(tmp_path):
+    """A one-hour WAV: only the first seconds are read (bounded memory and time, not the whole file)."""
+    import time
+    import tracemalloc
+
+    rate = 8000
+    with sf.SoundFile(tmp_path / "hour.wav", "w", samplerate=rate, channels=1, subtype="PCM_U8") as f:
+        block = (np.sin(np.arange(rate * 60) / 10) * 0.5).astype(np.float32)
+        for _ in range(60):
+            f.write(block)
+    assert (tmp_path / "hour.wav").stat().st_size > 28_000_000
+    tracemalloc.start()
+    start = time.perf_counter()
+    wave, length = load_audio(tmp_path / "hour.wav", 16000, 2.0)
+    elapsed = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert length == 32000
+    assert peak < 20_000_000, peak  # the whole file as float32 would be ~115 MB
+    assert elapsed < 1.0, elapsed
+
+
+def test_long_video_is_read_by_seeking(tmp_path):
+    """A two-hour MP4 (1 frame per second): keyframes and the audio window cost about what a short video does."""
+    import time
+    from fractions import Fraction
+
+    import av
+
+    path = tmp_path / "long.mp4"
+    with av.open(str(path), mode="w") as container:
+        video = container.add_stream("mpeg4", rate=Fraction(1, 1))
+        video.width = video.height = 16
+        video.pix_fmt = "yuv420p"
+        video.gop_size = 60
+        for i in range(7200):
+            frame = av.VideoFrame.from_ndarray(np.full((16, 16, 3), (i * 255) // 7200, dtype=np.uint8), format="rgb24")
+            for packet in video.encode(frame):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+    start = time.perf_counter()
+    frames = video_keyframes(path, 3)
+    elapsed = time.perf_counter() - start
+    assert len(frames) == 3 and elapsed < 1.0, elapsed
+    levels = [int(np.asarray(f)[..., 0].mean()) for f in frames]
+    assert levels[0] < 60 < levels[1] < 200 < levels[2]  # spread over the whole two hours, in order
+
+
+def test_media_paths_stay_inside_the_dataset_root(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    outside = tmp_path / "secret.png"
+    Image.fromarray(np.full((8, 8, 3), 7, dtype=np.uint8)).save(outside)
+    (root / "link.png").symlink_to(outside)
+    Image.fromarray(np.full((8, 8, 3), 9, dtype=np.uint8)).save(root / "ok.png")
+    items = pd.DataFrame({"item_id": list("abcd"), "image": ["../secret.png", str(outside), "link.png", "ok.png"]})
+    ds = RecDataset.from_frames("t", root, items, pd.DataFrame({"user_id": ["u"], "item_id": ["a"], "timestamp": [0]}))
+    batch = featurize_items({"image": ImageFeaturizer(ds, "mmrec-tiny-vit", num_frames=1)}, [0, 1, 2, 3])
+    assert batch.present["image"].tolist() == [False, False, False, True]
+    assert sum("outside the dataset root" in p for p in batch.problems) == 2
+    assert sum("absolute media path refused" in p for p in batch.problems) == 1
+    ds.allow_external_media = True  # the opt-in for media kept elsewhere
+    assert featurize_items({"image": ImageFeaturizer(ds, "mmrec-tiny-vit", num_frames=1)}, [1]).present["image"].all()

@@ -8,9 +8,13 @@ from mmrec.data.loaders.microlens import load_microlens, read_titles
 
 def make_microlens(root):
     (root / "MicroLens-100k_covers").mkdir(parents=True)
-    (root / "MicroLens-100k_pairs.csv").write_text("user,item,timestamp\n1,10,1600000000123\n1,11,1600000001999\n2,10,1600000002000\n")
+    (root / "MicroLens-100k_pairs.csv").write_text(
+        "user,item,timestamp\n1,10,1600000000123\n1,11,1600000001999\n2,10,1600000002000\n"
+    )
     # UTF-8 BOM, a header line, commas inside a title
-    (root / "MicroLens-100k_title_en.csv").write_bytes("\ufeffitem_id,title\n10,Cats, dogs, and more\n11,Plain title\n12,Never watched\n".encode())
+    (root / "MicroLens-100k_title_en.csv").write_bytes(
+        "\ufeffitem_id,title\n10,Cats, dogs, and more\n11,Plain title\n12,Never watched\n".encode()
+    )
     for item in (10, 12):
         Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(root / "MicroLens-100k_covers" / f"{item}.jpg")
 

@@ -10,7 +10,11 @@ def write(root, items, interactions):
 
 
 def test_native_loader_normalises_types_and_defaults_label(tmp_path):
-    write(tmp_path, {"item_id": [1, 2], "title": ["a", None]}, {"user_id": ["u", "u"], "item_id": [1, 2], "timestamp": [5, 6]})
+    write(
+        tmp_path,
+        {"item_id": [1, 2], "title": ["a", None]},
+        {"user_id": ["u", "u"], "item_id": [1, 2], "timestamp": [5, 6]},
+    )
     ds = load_native(tmp_path)
     assert list(ds.items.columns) == ["item_id", "title", "description", "image", "video", "audio"]
     assert ds.items["item_id"].tolist() == ["1", "2"]
@@ -21,7 +25,9 @@ def test_native_loader_normalises_types_and_defaults_label(tmp_path):
 
 def test_parquet_tables_load_like_csv(tmp_path):
     pd.DataFrame({"item_id": ["a"], "title": ["t"]}).to_parquet(tmp_path / "items.parquet")
-    pd.DataFrame({"user_id": ["u"], "item_id": ["a"], "timestamp": [1], "label": [0.0]}).to_parquet(tmp_path / "inter.parquet")
+    pd.DataFrame({"user_id": ["u"], "item_id": ["a"], "timestamp": [1], "label": [0.0]}).to_parquet(
+        tmp_path / "inter.parquet"
+    )
     ds = load_native(tmp_path, items="items.parquet", interactions="inter.parquet")
     assert ds.num_items == 1 and ds.interactions["label"].tolist() == [0.0]
 
@@ -35,9 +41,9 @@ def test_structural_errors_name_file_column_and_rows(tmp_path):
     with pytest.raises(DataError) as err:
         load_native(tmp_path)
     text = str(err.value)
-    assert "items.csv: duplicate item_id ['a'] in row(s) 3" in text
-    assert "interactions.csv: column 'item_id' has unknown item id(s) ['zz'] in row(s) 2" in text
-    assert "column 'timestamp' is not a number in row(s) 2" in text
+    assert "items.csv: duplicate item_id ['a'] in line(s) 4" in text  # the header is line 1
+    assert "interactions.csv: column 'item_id' has unknown item id(s) ['zz'] in line(s) 3" in text
+    assert "column 'timestamp' is not a number in line(s) 3" in text
 
 
 def test_missing_required_column_is_named(tmp_path):
@@ -61,3 +67,61 @@ def test_fingerprint_changes_with_content(tmp_path):
     b = RecDataset.from_frames("d", tmp_path, items.assign(title=["x", ""]), inter)
     assert a.fingerprint() == RecDataset.from_frames("d", tmp_path, items, inter).fingerprint()
     assert a.fingerprint() != b.fingerprint()
+
+
+def write_raw(root, items: bytes, interactions: bytes):
+    (root / "items.csv").write_bytes(items)
+    (root / "interactions.csv").write_bytes(interactions)
+
+
+ITEMS = b"item_id,title\na,x\nb,y\n"
+
+
+@pytest.mark.parametrize(
+    "items, interactions, message",
+    [
+        (b"", b"user_id,item_id,timestamp\nu,a,1\n", r"items.csv: the file is empty \(expected a header line"),
+        (
+            ITEMS,
+            b"user_id,item_id,timestamp\n",
+            r"interactions.csv: no interactions \(the table has a header but no rows\)",
+        ),
+        (
+            ITEMS,
+            b"user_id,item_id,timestamp\nu,a,1\nu,b\xff\xfe,2\n",
+            r"interactions.csv: line 3 is not valid UTF-8 \(byte 0xff",
+        ),
+        (
+            ITEMS,
+            b"user_id,item_id,timestamp\nu,a,inf\nu,b,nan\nv,a,1e30\nv,b,5\n",
+            r"nan/inf/out-of-range values in line\(s\) 2, 3, 4",
+        ),
+    ],
+)
+def test_bad_tables_name_file_column_and_line(tmp_path, items, interactions, message):
+    write_raw(tmp_path, items, interactions)
+    with pytest.raises(DataError, match=message):
+        load_native(tmp_path)
+
+
+def test_float_timestamps_are_truncated_with_a_warning(tmp_path, caplog):
+    write_raw(tmp_path, ITEMS, b"user_id,item_id,timestamp\nu,a,1.9\nu,b,2\n")
+    ds = load_native(tmp_path)
+    assert ds.interactions["timestamp"].tolist() == [1, 2]
+    assert "fractions of a second in line(s) 2 (1 values); they are truncated" in caplog.text
+
+
+def test_datetime_parquet_timestamps_become_seconds(tmp_path):
+    pd.DataFrame({"item_id": ["a"]}).to_parquet(tmp_path / "items.parquet")
+    stamps = pd.to_datetime(["2025-01-01 00:00:10", "2025-01-01 00:01:00"])
+    pd.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "a"], "timestamp": stamps}).to_parquet(
+        tmp_path / "inter.parquet"
+    )
+    ds = load_native(tmp_path, items="items.parquet", interactions="inter.parquet")
+    assert ds.interactions["timestamp"].tolist() == [1735689610, 1735689660]
+    bad = pd.DataFrame({"user_id": ["u"], "item_id": ["a"], "timestamp": [1e30]})
+    bad.to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(
+        DataError, match=r"bad.parquet: column 'timestamp' .* in row\(s\) 1"
+    ):  # no lines in Parquet: rows
+        load_native(tmp_path, items="items.parquet", interactions="bad.parquet")

@@ -36,7 +36,9 @@ def test_parts_partition_the_data_and_are_deterministic(interactions, method):
     assert set().union(*parts) == keys(interactions)
     assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
     again = make_split(interactions, method, seed=3)
-    assert all(a.equals(b) for a, b in zip((split.train, split.valid, split.test), (again.train, again.valid, again.test)))
+    assert all(
+        a.equals(b) for a, b in zip((split.train, split.valid, split.test), (again.train, again.valid, again.test))
+    )
 
 
 def test_random_split_sizes_per_user(interactions):

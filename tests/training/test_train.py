@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import EXPERIMENTS
 
 from mmrec.train import train
-
-EXPERIMENTS = ["fusion_attn", "fusion_concat", "fusion_gated", "fusion_late", "fusion_mean", "text_only", "image_only", "audio_only", "id_only"]
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -25,10 +24,17 @@ def test_short_training_writes_results_checkpoints_and_resumes(train_config, tmp
     run = Path(tmp_path / "run")
     written = json.loads((run / "metrics.json").read_text())
     assert written["test/recall@20"] == pytest.approx(metrics["test/recall@20"])
-    assert {"test/ndcg@10", "test_warm/recall@20", "test/coverage@50", "test/gini@20", "test/auc", "valid/mrr@10"} <= set(written)
+    assert {
+        "test/ndcg@10",
+        "test_warm/recall@20",
+        "test/coverage@50",
+        "test/gini@20",
+        "test/auc",
+        "valid/mrr@10",
+    } <= set(written)
     assert (run / "config.yaml").read_text().count("fusion_gated") >= 1
     last = run / "checkpoints" / "last.ckpt"
-    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["mmrec_config"]["run_name"] == "fusion_gated"
     # every test user is counted once: the users with test targets
     assert written["test/users"] == _eval_users(cfg)
@@ -36,11 +42,15 @@ def test_short_training_writes_results_checkpoints_and_resumes(train_config, tmp
     cache = sorted((tmp_path / "cache" / "embeddings").glob("*.pt"))
     assert {p.name.split("-")[1] for p in cache} == {"audio", "image", "text"}
     stamps = {p: p.stat().st_mtime_ns for p in cache}
-    resumed = train_config("+experiment=fusion_gated", "trainer.max_epochs=3", "encoder/text=minilm", f"ckpt_path={last}")
+    resumed = train_config(
+        "+experiment=fusion_gated", "trainer.max_epochs=3", "encoder/text=minilm", f"ckpt_path={last}"
+    )
     train(resumed)
     assert {p: p.stat().st_mtime_ns for p in cache} == stamps
     steps_per_epoch = ckpt["global_step"] // 2
-    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 3 * steps_per_epoch  # one more epoch, not three
+    assert (
+        torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 3 * steps_per_epoch
+    )  # one more epoch, not three
 
 
 def _eval_users(cfg):
@@ -56,9 +66,13 @@ def test_cache_is_rebuilt_when_the_encoder_changes(train_config, tmp_path):
 
     train(train_config("+experiment=image_only", "debug=fdr"))
     assert len(cached()) == 1
-    train(train_config("+experiment=image_only", "debug=fdr", "encoder.image.num_frames=2"))  # another config
+    train(
+        train_config("+experiment=image_only", "debug=fdr", "encoder.image.featurizer.num_frames=2")
+    )  # another config
     assert len(cached()) == 2
-    train(train_config("+experiment=image_only", "debug=fdr", "seed=5"))  # random-init weights differ under another seed
+    train(
+        train_config("+experiment=image_only", "debug=fdr", "seed=5")
+    )  # random-init weights differ under another seed
     assert len(cached()) == 3
     train(train_config("+experiment=image_only", "debug=fdr"))  # the first again: reused
     assert len(cached()) == 3
@@ -71,21 +85,102 @@ def test_evaluate_reproduces_test_metrics(train_config, compose, tmp_path):
     best = next((tmp_path / "run" / "checkpoints").glob("best-*.ckpt"))
     cfg = compose("evaluate", [f"ckpt_path={best}", "accelerator=cpu"], tmp_path / "eval")
     again = evaluate(cfg)
-    for key in ("test/recall@20", "test/ndcg@10", "test_cold/recall@50", "test/auc"):
+    for key in ("test/recall@20", "test/ndcg@10", "test_cold/recall@50", "test/auc", "test/gauc"):
         assert again[key] == pytest.approx(metrics[key], abs=1e-6)
     assert (tmp_path / "eval" / "metrics.json").is_file()
+    # the same checkpoint on two processes: every metric identical (users split, states summed)
+    two = evaluate(
+        compose(
+            "evaluate", [f"ckpt_path={best}", "accelerator=cpu", "devices=2", "strategy=ddp_fork"], tmp_path / "eval2"
+        )
+    )
+    test_keys = [k for k in metrics if k.startswith("test")]
+    assert len(test_keys) > 40
+    for key in test_keys:
+        assert two[key] == pytest.approx(metrics[key], abs=1e-6), key
 
 
-def test_wandb_runs_offline_without_an_account(train_config, tmp_path, monkeypatch):
+def wandb_records(run_dir: Path):
+    """The records of an offline W&B run file (a LevelDB-style log of protobuf Records, 32 KiB blocks)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    raw = next(run_dir.glob("run-*.wandb")).read_bytes()
+    pos, block, pending = 7, 32768, b""  # a 7-byte file header, then 7-byte record headers
+    while pos + 7 <= len(raw):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", raw[pos : pos + 7])
+        data, pos = raw[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):  # FULL, LAST
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending + data)
+            pending = b""
+            yield record
+        elif kind in (2, 3):  # FIRST, MIDDLE
+            pending += data
+
+
+def test_wandb_offline_run_holds_group_best_value_and_tables(train_config, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc login
     monkeypatch.setenv("WANDB_DISABLE_CODE", "true")
-    cfg = train_config("+experiment=fusion_mean", "logger=wandb", "trainer.max_epochs=1", "+trainer.limit_train_batches=2")
-    train(cfg)
+    cfg = train_config(
+        "+experiment=fusion_mean", "logger=wandb", "trainer.max_epochs=2", "+trainer.limit_train_batches=2", "seed=3"
+    )
+    metrics = train(cfg)
     offline_runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1
     assert (tmp_path / "run" / "csv").is_dir()
+    records = list(wandb_records(offline_runs[0]))
+    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    assert run.job_type == "train" and run.display_name == "fusion_mean-seed3"
+    assert "experiment=fusion_mean" in run.run_group and "seed=3" not in run.run_group.split(
+        ","
+    )  # seeds are runs of one group
+    assert any(
+        r.metric.glob_name == "valid/*" and r.metric.summary.max
+        for r in records
+        if r.WhichOneof("record_type") == "metric"
+    )
+    summary = {
+        u.key or "/".join(u.nested_key): u.value_json
+        for r in records
+        if r.WhichOneof("record_type") == "summary"
+        for u in r.summary.update
+    }
+    assert float(summary["best/valid/ndcg@20"]) == pytest.approx(metrics["best/valid/ndcg@20"])
+    assert float(summary["test/recall@20"]) == pytest.approx(metrics["test/recall@20"])
+    config = next(r.config for r in records if r.WhichOneof("record_type") == "config")
+    keys = {u.key for u in config.update}
+    assert {"fusion._target_", "params/model/trainable", "params/encoder.text/total"} <= keys
+    tables = list(offline_runs[0].glob("files/media/table/test/recommendations_*.table.json"))
+    assert len(tables) == 1
+    table = json.loads(tables[0].read_text())
+    assert (
+        table["columns"] == ["user", "history", "rank", "item", "title", "keyframe", "audio", "hit"]
+        and len(table["data"]) == 8 * 10
+    )
+    assert any(row[5] is not None for row in table["data"])  # keyframes logged as images
+    assert list(offline_runs[0].glob("files/media/table/test/item_embeddings_*.table.json"))
+
+
+def test_wandb_login_is_resolved_by_wandb_for_self_hosted_servers(tmp_path, monkeypatch):
+    from mmrec.train import wandb_logged_in
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
+    monkeypatch.setenv("WANDB_BASE_URL", "http://wandb.example.internal:8080")
+    assert not wandb_logged_in()
+    (tmp_path / ".netrc").write_text(
+        "machine wandb.example.internal:8080\n  login user\n  password local-" + "0" * 40 + "\n"
+    )
+    (tmp_path / ".netrc").chmod(0o600)
+    assert wandb_logged_in()
 
 
 def test_two_process_cpu_ddp_training(train_config, tmp_path):
@@ -102,7 +197,13 @@ def test_fusion_learns_the_synthetic_structure(tmp_path, compose):
     from mmrec.data.synthetic import generate
 
     generate(tmp_path / "data" / "synthetic")
-    overrides = [f"paths.data_dir={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}", "logger=none", "+experiment=fusion_concat", "trainer.max_epochs=6"]
+    overrides = [
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "logger=none",
+        "+experiment=fusion_concat",
+        "trainer.max_epochs=6",
+    ]
     metrics = train(compose("train", overrides, tmp_path / "run"))
     chance = 20 / 2000  # recall@20 of a random ranking over the catalogue
     assert metrics["test_warm/recall@20"] > 10 * chance

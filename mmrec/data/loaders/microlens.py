@@ -1,10 +1,10 @@
 """MicroLens-100k (https://github.com/westlake-repl/MicroLens) in its public layout.
 
-    root/MicroLens-100k_pairs.csv      user,item,timestamp   (timestamp in milliseconds)
-    root/MicroLens-100k_title_en.csv   item_id,title         (split at the first comma only; BOM allowed)
-    root/MicroLens-100k_covers/{item}.jpg
-    root/MicroLens-100k_videos/{item}.mp4   (optional)
-    root/MicroLens-100k_audio/{item}.wav    (optional; otherwise the video's audio track is used)
+root/MicroLens-100k_pairs.csv      user,item,timestamp   (timestamp in milliseconds)
+root/MicroLens-100k_title_en.csv   item_id,title         (split at the first comma only; BOM allowed)
+root/MicroLens-100k_covers/{item}.jpg
+root/MicroLens-100k_videos/{item}.mp4   (optional)
+root/MicroLens-100k_audio/{item}.wav    (optional; otherwise the video's audio track is used)
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mmrec.data.schema import RecDataset
+from mmrec.data.schema import RecDataset, check_text_file, read_table
 
 log = logging.getLogger(__name__)
 PAIRS = "MicroLens-100k_pairs.csv"
@@ -26,6 +26,7 @@ def read_titles(path: Path) -> pd.DataFrame:
     """``item_id,title`` lines split at the first comma only (titles contain commas)."""
     if not path.is_file():
         raise FileNotFoundError(f"MicroLens titles file not found: {path} (expected lines 'item_id,title')")
+    check_text_file(path)
     rows = []
     with open(path, encoding="utf-8-sig") as handle:
         for line_no, line in enumerate(handle, start=1):
@@ -64,12 +65,20 @@ def load_microlens(
     pairs_path = root / pairs
     if not pairs_path.is_file():
         raise FileNotFoundError(f"MicroLens pairs file not found: {pairs_path} (expected columns user,item,timestamp)")
-    inter = pd.read_csv(pairs_path, dtype=str, encoding="utf-8-sig")
+    inter = read_table(pairs_path, sep=",")
     missing = {"user", "item", "timestamp"} - set(inter.columns)
     if missing:
-        raise ValueError(f"{pairs_path}: missing column(s) {sorted(missing)}; expected user,item,timestamp (got {list(inter.columns)})")
+        raise ValueError(
+            f"{pairs_path}: missing column(s) {sorted(missing)}; expected user,item,timestamp (got "
+            f"{list(inter.columns)})"
+        )
     inter = pd.DataFrame(
-        {"user_id": inter["user"], "item_id": inter["item"], "timestamp": pd.to_numeric(inter["timestamp"], errors="coerce") // 1000}
+        {
+            "user_id": inter["user"],
+            "item_id": inter["item"],
+            "timestamp": pd.to_numeric(inter["timestamp"], errors="coerce")
+            / 1000,  # ms -> s; bad values are named later
+        }
     )
     title_table = read_titles(root / titles)
     ids = pd.Series(sorted(set(title_table["item_id"]) | set(inter["item_id"]), key=lambda s: (len(s), s)))
@@ -81,4 +90,6 @@ def load_microlens(
     items["audio"] = _media_column(root, audio_dir, items["item_id"], AUDIO_SUFFIXES)
     for column in ("title", "image", "video", "audio"):
         log.info("microlens: %d of %d items have %s", int((items[column] != "").sum()), len(items), column)
-    return RecDataset.from_frames(name, root, items, inter, items_name=str(root / titles), interactions_name=str(pairs_path))
+    return RecDataset.from_frames(
+        name, root, items, inter, items_name=str(root / titles), interactions_name=str(pairs_path)
+    )

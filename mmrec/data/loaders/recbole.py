@@ -7,12 +7,12 @@ MovieLens-100k ships inside the PyPI package ``recbole`` (``recbole/dataset_exam
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from mmrec.data.schema import RecDataset
+from mmrec.data.schema import RecDataset, read_table
 
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
 
@@ -21,7 +21,7 @@ def read_atomic(path: Path) -> pd.DataFrame:
     """One atomic file as strings, columns renamed from ``name:type`` to ``name``."""
     if not path.is_file():
         raise FileNotFoundError(f"RecBole atomic file not found: {path}")
-    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8-sig", quoting=3)
+    table = read_table(path, sep="\t", quoting=3)
     names = []
     for header in table.columns:
         name, sep, kind = header.partition(":")
@@ -55,10 +55,13 @@ def load_recbole(
     time_field: str = "timestamp",
     title_field: str | None = None,
     text_fields: Mapping[str, str] | None = None,
+    tag_fields: Sequence[str] = (),
 ) -> RecDataset:
     """Load ``{name}.inter`` (+ ``.item``) from ``root`` (default: the recbole wheel's example folder).
 
-    The item title is ``title_field``; the description joins ``text_fields`` (field -> label) as 'label: value'.
+    The item title is ``title_field``; the description joins ``text_fields`` (field -> label) as
+    'label: value'; the ``tags`` column joins the tokens of ``tag_fields`` (e.g. ml-100k's genre
+    field ``class``) with '|', for the categorical-metadata modality.
     RecBole atomic files carry no media, so image and audio are missing for every item.
     """
     root = Path(root) if root else locate_recbole_example(name)
@@ -69,18 +72,32 @@ def load_recbole(
     if missing:
         raise ValueError(f"{inter_path}: missing field(s) {missing}; fields are {list(inter.columns)}")
     inter = pd.DataFrame(
-        {"user_id": inter[user_field], "item_id": inter[item_field], "timestamp": pd.to_numeric(inter[time_field], errors="coerce")}
+        {
+            "user_id": inter[user_field],
+            "item_id": inter[item_field],
+            "timestamp": inter[time_field],
+        }
     )
     if item_path.is_file():
         item_table = read_atomic(item_path)
-        wanted = [f for f in (title_field, *text_fields) if f]
+        wanted = [f for f in (title_field, *text_fields, *tag_fields) if f]
         absent = [f for f in [item_field, *wanted] if f not in item_table.columns]
         if absent:
             raise ValueError(f"{item_path}: missing field(s) {absent}; fields are {list(item_table.columns)}")
         items = pd.DataFrame({"item_id": item_table[item_field]})
         items["title"] = item_table[title_field] if title_field else ""
-        parts = [item_table[f].where(item_table[f] == "", label + ": " + item_table[f]) for f, label in text_fields.items()]
-        items["description"] = pd.concat(parts, axis=1).apply(lambda r: ". ".join(v for v in r if v), axis=1) if parts else ""
+        parts = [
+            item_table[f].where(item_table[f] == "", label + ": " + item_table[f]) for f, label in text_fields.items()
+        ]
+        items["description"] = (
+            pd.concat(parts, axis=1).apply(lambda r: ". ".join(v for v in r if v), axis=1) if parts else ""
+        )
+        tokens = [item_table[f].str.split() for f in tag_fields]  # token_seq fields are space-separated
+        items["tags"] = (
+            pd.concat(tokens, axis=1).apply(lambda r: "|".join(t for seq in r for t in seq), axis=1) if tokens else ""
+        )
     else:
         items = pd.DataFrame({"item_id": sorted(inter["item_id"].unique())})
-    return RecDataset.from_frames(name, root, items, inter, items_name=str(item_path), interactions_name=str(inter_path))
+    return RecDataset.from_frames(
+        name, root, items, inter, items_name=str(item_path), interactions_name=str(inter_path)
+    )

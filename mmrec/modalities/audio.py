@@ -1,16 +1,59 @@
-"""Audio encoder: a wav2vec2-style model (torchaudio or Hugging Face) with masked pooling over time."""
+"""The audio modality: an ``audio`` file (or a ``video``'s audio track), a fixed window resampled
+to the model's rate, and a wav2vec2-style model (torchaudio or Hugging Face) with masked pooling
+over time."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 import torchaudio
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from mmrec.models.encoders.adapt import ModalityEncoder, apply_training_mode, masked_mean
-from mmrec.models.encoders.text import load_pretrained
+from mmrec.data.media import MediaError, load_audio
+from mmrec.data.schema import RecDataset
+from mmrec.modalities import Feature
+from mmrec.modalities.text import load_pretrained
+from mmrec.models.adapt import ModalityEncoder, apply_training_mode, masked_mean
+
+NO_AUDIO_STREAM = "no audio stream"
+
+
+class AudioFeaturizer:
+    """The first ``seconds`` of an item's audio, mono at ``sample_rate``, zero-padded with a sample mask."""
+
+    def __init__(self, dataset: RecDataset, sample_rate: int = 16000, seconds: float = 1.0):
+        if sample_rate <= 0 or seconds <= 0:
+            raise ValueError(
+                f"encoder.audio.featurizer: sample_rate and seconds must be > 0, got {sample_rate}, {seconds}"
+            )
+        self.dataset, self.sample_rate, self.seconds = dataset, sample_rate, seconds
+        self.samples = int(round(seconds * sample_rate))
+
+    def __call__(self, index: int, problems: list[str]) -> Feature:
+        row = self.dataset.items.iloc[index]
+        wave, length = torch.zeros(self.samples), 0
+        source = row.audio or row.video
+        if source:
+            try:
+                wave, length = load_audio(self.dataset.media_path(source), self.sample_rate, self.seconds)
+            except MediaError as err:
+                if not (err.reason == NO_AUDIO_STREAM and not row.audio):  # a silent video simply has no audio
+                    problems.append(str(err))
+        return Feature(wave, torch.arange(self.samples) < length, length > 0)
+
+    def settings(self) -> dict:
+        return {"sample_rate": self.sample_rate, "seconds": self.seconds}
+
+    def media_files(self) -> list[Path]:
+        items = self.dataset.items
+        return [self.dataset.media_path(a or v, check=False) for a, v in zip(items["audio"], items["video"]) if a or v]
+
+    def encoder_kwargs(self) -> dict:
+        return {}
+
 
 BACKENDS = ("torchaudio", "hf")
 
@@ -58,7 +101,9 @@ def _torchaudio_model(bundle: str | None, checkpoint_path: str | None, architect
     if not bundle:
         raise ValueError("encoder.audio needs either 'architecture' (random init) or 'bundle' (e.g. WAV2VEC2_BASE)")
     if not hasattr(torchaudio.pipelines, bundle):
-        raise ValueError(f"unknown torchaudio bundle '{bundle}': expected a name from torchaudio.pipelines such as WAV2VEC2_BASE")
+        raise ValueError(
+            f"unknown torchaudio bundle '{bundle}': expected a name from torchaudio.pipelines such as WAV2VEC2_BASE"
+        )
     pipeline = getattr(torchaudio.pipelines, bundle)
     if checkpoint_path:  # a local copy of the bundle's weights
         model = torchaudio.models.wav2vec2_model(**pipeline._params)
@@ -73,7 +118,7 @@ def _torchaudio_model(bundle: str | None, checkpoint_path: str | None, architect
         ) from err
 
 
-def build_audio_encoder(
+def build_encoder(
     backend: str = "torchaudio",
     mode: str = "frozen",
     bundle: str | None = None,

@@ -1,0 +1,160 @@
+"""The one builder: a composed Hydra config -> the datamodule and the LightningModule.
+
+Every part a researcher swaps is a Hydra ``_target_`` instantiated here with its data-dependent
+sizes: dataset loader, negative sampler, one featurizer and encoder per modality
+(``conf/encoder/<modality>``), fusion, item and user towers, loss terms, optimiser, evaluator. The
+wiring (what feeds what) is this file; a class of your own plugs in by naming it in the config,
+e.g. ``fusion._target_=my_pkg.MyFusion``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from mmrec.data.datamodule import RecDataModule
+from mmrec.losses.objective import Objective
+from mmrec.models.towers import ProjectionHead
+from mmrec.models.two_tower import TwoTowerModel
+from mmrec.training.cache import FrozenFeatures
+from mmrec.training.module import RecModule
+
+log = logging.getLogger("mmrec")
+CONFIG_ONLY_DATA_KEYS = ("root",)  # values other keys interpolate; not datamodule arguments
+
+
+def make(config, where: str, **kwargs):
+    """``hydra.utils.instantiate`` whose errors name the config key: a ValueError/OSError raised by the
+    target comes out as itself (not wrapped in Hydra's InstantiationException), prefixed by ``where``."""
+    try:
+        return instantiate(config, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, (ValueError, OSError)):
+            raise type(cause)(f"{where}: {cause}") from err
+        if isinstance(cause, TypeError):  # a wrong or missing option
+            raise ValueError(f"{where}: {cause}") from err
+        raise
+
+
+def encoder_configs(cfg: DictConfig) -> dict[str, dict]:
+    """The enabled modalities' resolved configs (``encoder/<m>=none`` sets ``_target_: null``)."""
+    out = {}
+    for modality, node in sorted((cfg.get("encoder") or {}).items()):
+        config = OmegaConf.to_container(node, resolve=True) if node is not None else None
+        if config and config.get("_target_"):
+            if "featurizer" not in config:
+                raise ValueError(
+                    f"encoder.{modality}: no 'featurizer' node (a modality needs a featurizer _target_ and "
+                    "an encoder _target_)"
+                )
+            out[modality] = config
+    return out
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Catch wrongly typed values at config time, with the key and what was expected."""
+    expected = {
+        "model.dim": int,
+        "model.dropout": float,
+        "model.modality_dropout": float,
+        "model.id_dropout": float,
+        "model.temperature": float,
+        "seed": int,
+    }
+    for key, kind in expected.items():
+        value = OmegaConf.select(cfg, key)
+        ok = (
+            isinstance(value, int) and not isinstance(value, bool)
+            if kind is int
+            else isinstance(value, (int, float)) and not isinstance(value, bool)
+        )
+        if not ok:
+            raise ValueError(f"{key}={value!r}: expected {'an integer' if kind is int else 'a number'}")
+    if cfg.model.dim < 1:
+        raise ValueError(f"model.dim={cfg.model.dim}: expected a positive integer")
+
+
+def build_datamodule(cfg: DictConfig, encoders: dict[str, dict]) -> RecDataModule:
+    featurizers = {m: instantiate(c["featurizer"], _partial_=True) for m, c in encoders.items()}
+    live = tuple(m for m, c in encoders.items() if c.get("mode", "frozen") != "frozen")
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    for key in CONFIG_ONLY_DATA_KEYS:
+        data.pop(key, None)
+    return make(data, "data", featurizers=featurizers, live_modalities=live, _convert_="all")
+
+
+def build_model(cfg: DictConfig, encoders: dict[str, dict], dm: RecDataModule) -> TwoTowerModel:
+    """Encoders (sized by their featurizers) -> projections -> fusion -> item tower; user tower."""
+    m, dim = cfg.model, cfg.model.dim
+    built = {}
+    for modality, config in encoders.items():
+        kwargs = {k: v for k, v in config.items() if k != "featurizer"}
+        built[modality] = make(
+            kwargs, f"encoder.{modality}", **dm.featurizers[modality].encoder_kwargs(), _convert_="all"
+        )
+    projections = nn.ModuleDict({k: ProjectionHead(e.output_dim, dim, m.dropout) for k, e in built.items()})
+    fusion = make(cfg.fusion, "fusion", modalities=tuple(sorted(built)), dim=dim) if built else None
+    stats_trained = dm.item_train_counts > 0
+    item_tower = make(
+        m.item_tower,
+        "model.item_tower",
+        projections=projections,
+        fusion=fusion,
+        dim=dim,
+        num_items=dm.num_items,
+        trained_ids=stats_trained,
+    )
+    user_tower = make(
+        m.user_tower, "model.user_tower", dim=dim, history_length=dm.history_length, num_users=dm.num_users
+    )
+    return TwoTowerModel(built, item_tower, user_tower, m.temperature, m.learn_temperature, m.max_logit_scale)
+
+
+def build_objective(cfg: DictConfig) -> Objective:
+    """Each node under ``loss`` is one term: its ``_target_`` and its ``weight``."""
+    terms, weights = {}, {}
+    for name, node in (cfg.loss or {}).items():
+        config = OmegaConf.to_container(node, resolve=True)
+        if not isinstance(config, dict) or "_target_" not in config or "weight" not in config:
+            raise ValueError(f"loss.{name}: expected a loss term with '_target_' and 'weight', got {config!r}")
+        weights[name] = config.pop("weight")
+        terms[name] = make(config, f"loss.{name}")
+    return Objective(terms, weights)
+
+
+def build(cfg: DictConfig) -> tuple[RecDataModule, RecModule]:
+    """The datamodule (prepared and set up) and the LightningModule for a composed config."""
+    check_config(cfg)
+    encoders = encoder_configs(cfg)
+    dm = build_datamodule(cfg, encoders)
+    dm.prepare_data()
+    dm.setup("fit")
+    model = build_model(cfg, encoders, dm)
+    frozen_configs = {m: c for m, c in encoders.items() if c.get("mode", "frozen") == "frozen"}
+    features = FrozenFeatures(
+        dm.item_dataloader,
+        {m: dm.fingerprint(m) for m in frozen_configs},
+        frozen_configs,
+        Path(cfg.paths.cache_dir) / "embeddings",
+        dm.dataset.name,
+    )
+    evaluator = instantiate(cfg.eval.evaluator, _partial_=True, _convert_="all")
+    module = RecModule(
+        model,
+        build_objective(cfg),
+        instantiate(cfg.optimizer),
+        dm.stats(),
+        {p: dm.eval_set(p) for p in ("valid", "test")},
+        evaluator,
+        features,
+        encoder_lr_scale=cfg.model.encoder_lr_scale,
+        warmup_ratio=cfg.model.warmup_ratio,
+        run_config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    return dm, module

@@ -1,0 +1,166 @@
+"""The image modality: keyframes or cover images (an ``image`` column of paths, or frames decoded
+from a ``video``), preprocessed as the open_clip model expects, encoded by its image tower and
+pooled over frames by mean or attention."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
+from torch import nn
+
+from mmrec.data.media import MediaError, load_image, video_keyframes
+from mmrec.data.schema import IMAGE_SEPARATOR, RecDataset
+from mmrec.modalities import Feature
+from mmrec.models.adapt import ModalityEncoder, apply_training_mode, masked_mean
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "models" / "presets"
+FRAME_POOLINGS = ("mean", "attn")
+
+
+def register_presets() -> None:
+    """Make mmrec's own open_clip architectures (plain JSON in models/presets) known to open_clip."""
+    for path in sorted(PRESETS_DIR.glob("*.json")):
+        if open_clip.get_model_config(path.stem) is None:
+            open_clip.add_model_config(path)
+
+
+def model_config(model_name: str) -> dict:
+    """open_clip's architecture config for ``model_name`` (mmrec's presets included), or a ValueError."""
+    register_presets()
+    config = open_clip.get_model_config(model_name)
+    if config is None:
+        raise ValueError(
+            f"unknown open_clip model '{model_name}': expected one of open_clip.list_models() or a JSON in "
+            f"{PRESETS_DIR}"
+        )
+    return config
+
+
+def preprocess_config(model_name: str, pretrained: str | None) -> PreprocessCfg:
+    """The model's own preprocessing: its input size from the architecture, mean/std/interpolation
+    from the pretrained tag (open_clip's defaults for random init or a local weights file)."""
+    config = model_config(model_name)
+    overlay = {"size": config["vision_cfg"]["image_size"], **config.get("preprocess_cfg", {})}
+    tag_cfg = (
+        open_clip.get_pretrained_cfg(model_name, pretrained) if pretrained and not Path(pretrained).exists() else {}
+    )
+    overlay.update({k: v for k, v in tag_cfg.items() if k in PreprocessCfg.__dataclass_fields__})
+    return PreprocessCfg(**merge_preprocess_dict(PreprocessCfg(), overlay))
+
+
+class ImageFeaturizer:
+    """Up to ``num_frames`` frames per item: its images (evenly picked) or else its video's keyframes."""
+
+    def __init__(self, dataset: RecDataset, model_name: str, pretrained: str | None = None, num_frames: int = 3):
+        if num_frames < 1:
+            raise ValueError(f"encoder.image.featurizer.num_frames must be >= 1, got {num_frames}")
+        self.dataset, self.num_frames = dataset, num_frames
+        self.preprocess = preprocess_config(model_name, pretrained)
+        self.transform = image_transform_v2(self.preprocess, is_train=False)
+        self.size = self.preprocess.size if isinstance(self.preprocess.size, int) else self.preprocess.size[0]
+
+    def _frames(self, row, problems: list[str]) -> list:
+        frames = []
+        paths = [p.strip() for p in row.image.split(IMAGE_SEPARATOR) if p.strip()] if row.image else []
+        if paths:
+            picks = np.linspace(0, len(paths) - 1, num=min(self.num_frames, len(paths))).round().astype(int)
+            for k in sorted(set(picks.tolist())):
+                try:
+                    frames.append(load_image(self.dataset.media_path(paths[k])))
+                except MediaError as err:
+                    problems.append(str(err))
+        if not frames and row.video:
+            try:
+                frames = video_keyframes(self.dataset.media_path(row.video), self.num_frames)
+            except MediaError as err:
+                problems.append(str(err))
+        return frames
+
+    def __call__(self, index: int, problems: list[str]) -> Feature:
+        pixels = torch.zeros(self.num_frames, 3, self.size, self.size)
+        mask = torch.zeros(self.num_frames, dtype=torch.bool)
+        for k, frame in enumerate(self._frames(self.dataset.items.iloc[index], problems)[: self.num_frames]):
+            pixels[k], mask[k] = self.transform(frame), True
+        return Feature(pixels, mask, bool(mask.any()))
+
+    def settings(self) -> dict:
+        return {"num_frames": self.num_frames, "preprocess": repr(self.preprocess)}
+
+    def media_files(self) -> list[Path]:
+        items = self.dataset.items
+        paths = [p.strip() for cell in items["image"] for p in cell.split(IMAGE_SEPARATOR) if p.strip()]
+        return [self.dataset.media_path(p, check=False) for p in [*paths, *(v for v in items["video"] if v)]]
+
+    def encoder_kwargs(self) -> dict:
+        return {}
+
+
+class FrameAttentionPool(nn.Module):
+    """A learned query attends over the frames of an item; padded frames get no weight."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.query = nn.Parameter(torch.zeros(dim))
+        self.key = nn.Linear(dim, dim)
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        scores = self.key(frames) @ self.query / frames.shape[-1] ** 0.5  # (B, F)
+        weights = scores.masked_fill(~mask, float("-inf")).softmax(dim=1).nan_to_num(0.0)
+        return (weights.unsqueeze(-1) * frames).sum(1)
+
+
+class ImageBackbone(nn.Module):
+    """(B, F, 3, H, W) frames + (B, F) frame mask -> (B, D); only real frames are encoded."""
+
+    def __init__(self, visual: nn.Module, output_dim: int, frame_pooling: str):
+        super().__init__()
+        if frame_pooling not in FRAME_POOLINGS:
+            raise ValueError(f"unknown frame pooling '{frame_pooling}': expected one of {FRAME_POOLINGS}")
+        self.visual = visual
+        self.pool = FrameAttentionPool(output_dim) if frame_pooling == "attn" else None
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        encoded = self.visual(frames[mask])  # (n_real_frames, D)
+        per_frame = encoded.new_zeros(*mask.shape, encoded.shape[-1])
+        per_frame[mask] = encoded
+        return masked_mean(per_frame, mask) if self.pool is None else self.pool(per_frame, mask)
+
+
+def build_encoder(
+    model_name: str,
+    pretrained: str | None = None,
+    mode: str = "frozen",
+    frame_pooling: str = "mean",
+    lora_targets: tuple[str, ...] = ("attn",),
+    lora_r: int = 8,
+    lora_alpha: int = 16,
+    gradient_checkpointing: bool = False,
+) -> ModalityEncoder:
+    """Build the image ModalityEncoder from ``open_clip.create_model(model_name, pretrained)``.
+
+    ``pretrained`` is an open_clip tag ('openai', 'laion2b_s34b_b79k', ...), a local checkpoint
+    file, or None for random init. A frame pooling of 'attn' adds a trainable attention pool.
+    """
+    if frame_pooling == "attn" and mode == "frozen":
+        raise ValueError(
+            "encoder.image.frame_pooling=attn trains an attention pool, but mode=frozen encoders are cached "
+            "once: use frame_pooling=mean, or mode=full/lora"
+        )
+    if not model_name.startswith("hf-hub:"):
+        model_config(model_name)
+    try:
+        model = open_clip.create_model(model_name, pretrained=pretrained or None, require_pretrained=bool(pretrained))
+    except Exception as err:  # open_clip raises RuntimeError, OSError or URLError variants
+        raise OSError(
+            f"cannot load open_clip weights '{pretrained}' for '{model_name}': download the checkpoint where the "
+            f"network is reachable and set encoder.image.pretrained to its local file path. ({err})"
+        ) from err
+    visual = model.visual
+    if gradient_checkpointing:
+        visual.set_grad_checkpointing(True)
+    visual = apply_training_mode(visual, mode, list(lora_targets), lora_r, lora_alpha)
+    return ModalityEncoder(ImageBackbone(visual, visual.output_dim, frame_pooling), visual.output_dim, mode)
