@@ -10,6 +10,7 @@ e.g. ``fusion._target_=my_pkg.MyFusion``.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.errors import InstantiationException
@@ -89,29 +90,42 @@ def build_datamodule(cfg: DictConfig, encoders: dict[str, dict]) -> RecDataModul
     return make(data, "data", featurizers=featurizers, live_modalities=live, _convert_="all")
 
 
-def build_model(cfg: DictConfig, encoders: dict[str, dict], dm: RecDataModule) -> TwoTowerModel:
-    """Encoders (sized by their featurizers) -> projections -> fusion -> item tower; user tower."""
+@dataclass
+class DataSizes:
+    """The data-dependent sizes a model is built with (from the datamodule, or an export bundle)."""
+
+    num_items: int
+    num_users: int
+    history_length: int
+    encoder_kwargs: dict[str, dict]  # per modality, from its featurizer (e.g. a vocabulary size)
+
+    @classmethod
+    def of(cls, dm: RecDataModule) -> DataSizes:
+        kwargs = {m: f.encoder_kwargs() for m, f in dm.featurizers.items()}
+        return cls(dm.num_items, dm.num_users, dm.history_length, kwargs)
+
+
+def build_model(cfg: DictConfig, encoders: dict[str, dict], sizes: DataSizes, trained_ids=None) -> TwoTowerModel:
+    """Encoders (sized by their featurizers) -> projections -> fusion -> item tower; user tower.
+    ``trained_ids`` (I,) bool marks items with training interactions (the others never use an ID)."""
     m, dim = cfg.model, cfg.model.dim
     built = {}
     for modality, config in encoders.items():
         kwargs = {k: v for k, v in config.items() if k != "featurizer"}
-        built[modality] = make(
-            kwargs, f"encoder.{modality}", **dm.featurizers[modality].encoder_kwargs(), _convert_="all"
-        )
+        built[modality] = make(kwargs, f"encoder.{modality}", **sizes.encoder_kwargs.get(modality, {}), _convert_="all")
     projections = nn.ModuleDict({k: ProjectionHead(e.output_dim, dim, m.dropout) for k, e in built.items()})
     fusion = make(cfg.fusion, "fusion", modalities=tuple(sorted(built)), dim=dim) if built else None
-    stats_trained = dm.item_train_counts > 0
     item_tower = make(
         m.item_tower,
         "model.item_tower",
         projections=projections,
         fusion=fusion,
         dim=dim,
-        num_items=dm.num_items,
-        trained_ids=stats_trained,
+        num_items=sizes.num_items,
+        trained_ids=trained_ids,
     )
     user_tower = make(
-        m.user_tower, "model.user_tower", dim=dim, history_length=dm.history_length, num_users=dm.num_users
+        m.user_tower, "model.user_tower", dim=dim, history_length=sizes.history_length, num_users=sizes.num_users
     )
     return TwoTowerModel(built, item_tower, user_tower, m.temperature, m.learn_temperature, m.max_logit_scale)
 
@@ -135,7 +149,7 @@ def build(cfg: DictConfig) -> tuple[RecDataModule, RecModule]:
     dm = build_datamodule(cfg, encoders)
     dm.prepare_data()
     dm.setup("fit")
-    model = build_model(cfg, encoders, dm)
+    model = build_model(cfg, encoders, DataSizes.of(dm), trained_ids=dm.item_train_counts > 0)
     frozen_configs = {m: c for m, c in encoders.items() if c.get("mode", "frozen") == "frozen"}
     features = FrozenFeatures(
         dm.item_dataloader,

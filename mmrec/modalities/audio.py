@@ -125,6 +125,7 @@ def build_encoder(
     checkpoint_path: str | None = None,
     architecture: Mapping | None = None,
     name_or_path: str | None = None,
+    pretrained: bool = True,
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj"),
     lora_r: int = 8,
     lora_alpha: int = 16,
@@ -149,7 +150,12 @@ def build_encoder(
 
         if not name_or_path:
             raise ValueError("encoder.audio.name_or_path is required for backend=hf")
-        model = load_pretrained(Wav2Vec2Model.from_pretrained, name_or_path, "wav2vec2 model")
+        if pretrained:
+            model = load_pretrained(Wav2Vec2Model.from_pretrained, name_or_path, "wav2vec2 model")
+        else:  # the architecture only (e.g. an export bundle, whose weights are loaded afterwards)
+            from transformers import Wav2Vec2Config
+
+            model = Wav2Vec2Model(load_pretrained(Wav2Vec2Config.from_pretrained, name_or_path, "wav2vec2 config"))
         width = model.config.hidden_size
         if gradient_checkpointing:
             model.gradient_checkpointing_enable()

@@ -21,7 +21,10 @@ class CategoricalFeaturizer:
     """Maps each item's tags to vocabulary indices (the vocabulary is every tag in the catalogue,
     sorted); at most ``max_tags`` per item, in the order they are listed."""
 
-    def __init__(self, dataset: RecDataset, column: str = "tags", max_tags: int = 8):
+    def __init__(
+        self, dataset: RecDataset, column: str = "tags", max_tags: int = 8, vocabulary: list[str] | None = None
+    ):
+        """``vocabulary``: a fixed one (a trained model's, for new items); tags outside it are ignored."""
         if column not in dataset.items.columns:
             raise ValueError(
                 f"encoder.tags.featurizer.column: '{column}' is not a column of the items table of '{dataset.name}' "
@@ -31,11 +34,11 @@ class CategoricalFeaturizer:
             raise ValueError(f"encoder.tags.featurizer.max_tags must be >= 1, got {max_tags}")
         self.column, self.max_tags = column, max_tags
         cells = [[t.strip() for t in str(cell).split(SEPARATOR) if t.strip()] for cell in dataset.items[column]]
-        self.vocabulary = sorted({t for tags in cells for t in tags})
+        self.vocabulary = list(vocabulary) if vocabulary is not None else sorted({t for tags in cells for t in tags})
         index = {t: i + 1 for i, t in enumerate(self.vocabulary)}
         self.ids = torch.full((len(cells), max_tags), PADDING, dtype=torch.long)
         for row, tags in enumerate(cells):
-            kept = list(dict.fromkeys(tags))[:max_tags]
+            kept = [t for t in dict.fromkeys(tags) if t in index][:max_tags]
             self.ids[row, : len(kept)] = torch.tensor([index[t] for t in kept], dtype=torch.long)
 
     def __call__(self, index: int, problems: list[str]) -> Feature:

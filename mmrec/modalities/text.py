@@ -79,11 +79,17 @@ class TextFeaturizer:
                 f"(columns: {list(dataset.items.columns)})"
             )
         self.tokenizer_name, self.max_length, self.columns = tokenizer, max_length, tuple(columns)
-        loaded = load_pretrained(AutoTokenizer.from_pretrained, resolve_text_model(tokenizer), "tokenizer")
+        self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, resolve_text_model(tokenizer), "tokenizer")
         texts = [item_text(values) for values in zip(*(dataset.items[c] for c in self.columns))]
-        encoded = loaded(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
-        self.ids, self.mask = encoded["input_ids"], encoded["attention_mask"].bool()
+        self.ids, self.mask = self.tokenize(texts)
         self.present = torch.tensor([bool(t) for t in texts])
+
+    def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, max_length) token ids and attention mask, as the encoder reads them (queries too)."""
+        encoded = self.tokenizer(
+            texts, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return encoded["input_ids"], encoded["attention_mask"].bool()
 
     def __call__(self, index: int, problems: list[str]) -> Feature:
         return Feature(self.ids[index], self.mask[index], bool(self.present[index]))

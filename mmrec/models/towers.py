@@ -91,9 +91,14 @@ class ItemTower(nn.Module):
         return tuple(sorted(self.projections))
 
     def forward(
-        self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor], index: torch.Tensor
+        self,
+        features: dict[str, torch.Tensor],
+        present: dict[str, torch.Tensor],
+        index: torch.Tensor,
+        use_ids: bool = True,
     ) -> ItemTowerOutput:
-        """features[m]: (M, D_m) encoder outputs; present[m]: (M,); index: (M,) catalogue ids."""
+        """features[m]: (M, D_m) encoder outputs; present[m]: (M,); index: (M,) catalogue ids.
+        ``use_ids=False`` embeds from content alone (new items, text queries, explanations)."""
         out = torch.zeros(len(index), self.dim, device=index.device)
         weights = None
         if self.fusion is not None:
@@ -111,7 +116,7 @@ class ItemTower(nn.Module):
                     weights = fused.weights.new_zeros(len(index), fused.weights.shape[1]).index_put(
                         (rows,), fused.weights
                     )
-        if self.id_embedding is not None:
+        if self.id_embedding is not None and use_ids:
             keep = self.trained_ids[index].unsqueeze(1).to(out.dtype)  # (M, 1)
             if self.training and self.id_dropout > 0:
                 keep = keep * (torch.rand(len(index), 1, device=index.device) >= self.id_dropout).to(out.dtype)
@@ -165,6 +170,7 @@ class UserTower(nn.Module):
             )
             pooled = pooled.squeeze(1)
         out = self.out(pooled)
-        if self.id_embedding is not None:
-            out = out + self.id_embedding(user)
+        if self.id_embedding is not None:  # user -1: no stored user (a new user, or a service request without one)
+            known = (user >= 0).unsqueeze(1).to(out.dtype)
+            out = out + self.id_embedding(user.clamp(min=0)) * known
         return F.normalize(out, dim=-1)

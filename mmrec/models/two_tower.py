@@ -80,9 +80,13 @@ class TwoTowerModel(nn.Module):
         return {m: self.encoders[m](inputs[m], input_mask[m], present[m]) for m in names}
 
     def embed_items(
-        self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor], index: torch.Tensor
+        self,
+        features: dict[str, torch.Tensor],
+        present: dict[str, torch.Tensor],
+        index: torch.Tensor,
+        use_ids: bool = True,
     ) -> ItemTowerOutput:
-        return self.item_tower(features, present, index)
+        return self.item_tower(features, present, index, use_ids)
 
     def embed_users(self, history: torch.Tensor, history_mask: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
         """history (B, N, D) item embeddings, history_mask (B, N), user (B,) -> (B, D)."""

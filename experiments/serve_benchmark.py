@@ -1,0 +1,193 @@
+"""Latency and throughput of the real HTTP service (uvicorn on 127.0.0.1, one worker), driven by a
+bounded async client at fixed concurrency for a fixed number of requests.
+
+    python experiments/serve_benchmark.py --bundle BUNDLE [--requests 2000 --concurrency 8 --million]
+
+Measures POST /recommend (a random 10-item history), POST /search (two topic words) and POST /items
+(a new text-only item, embedded, indexed and persisted) on the bundle; with --million also
+/recommend and /search on a copy whose catalogue is 1,000,000 random normalised vectors, once with
+an HNSW index and once with exact flat search. Prints a markdown table (req/s, p50/p95/p99 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+
+from mmrec.data.synthetic import TOPICS
+from mmrec.serving.bundle import load_catalogue, save_catalogue
+from mmrec.serving.index import build_index, write_index
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(bundle: Path, port: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "mmrec.serve", f"bundle={bundle}", f"port={port}", "host=127.0.0.1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.5)
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read()[-2000:]}")
+    proc.kill()
+    raise RuntimeError("server did not start within 600 s")
+
+
+async def drive(port: int, make_request, n: int, concurrency: int) -> dict:
+    """``n`` requests at ``concurrency`` in flight; per-request latency and overall req/s."""
+    latencies, failures = [], 0
+    queue = iter(range(n))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+
+        async def worker():
+            nonlocal failures
+            for i in queue:
+                method, path, body = make_request(i)
+                start = time.perf_counter()
+                response = await client.request(method, path, json=body)
+                latencies.append(time.perf_counter() - start)
+                failures += response.status_code >= 400
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    ms = np.array(latencies) * 1000
+    return {
+        "req/s": n / wall,
+        "p50": np.percentile(ms, 50),
+        "p95": np.percentile(ms, 95),
+        "p99": np.percentile(ms, 99),
+        "failures": failures,
+    }
+
+
+def million_bundle(source: Path, out: Path, kind: str, n: int = 1_000_000) -> Path:
+    """A copy of ``source`` whose catalogue is ``n`` random normalised vectors (no per-modality features)."""
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(source, out, ignore=shutil.ignore_patterns("catalogue.safetensors", "index.faiss"))
+    dim = json.loads((source / "manifest.json").read_text())["dim"]
+    vectors = torch.nn.functional.normalize(torch.randn(n, dim, generator=torch.Generator().manual_seed(0)), dim=1)
+    items = [{"item_id": f"m{i:07d}", "title": f"item {i}", "description": "", "tags": ""} for i in range(n)]
+    save_catalogue(
+        out,
+        {
+            "items": items,
+            "embeddings": vectors,
+            "features": {},
+            "present": {},
+            "deleted": torch.zeros(n, dtype=torch.bool),
+        },
+    )
+    start = time.perf_counter()
+    write_index(build_index(vectors.numpy(), kind), str(out / "index.faiss"))
+    print(f"built the 1M-item {kind} index in {time.perf_counter() - start:.0f} s", flush=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["index"] = kind
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def run(bundle: Path, label: str, n: int, concurrency: int, adds: bool) -> list[str]:
+    ids = [item["item_id"] for item in load_catalogue(bundle / "catalogue.safetensors")["items"]]
+    rng = np.random.default_rng(0)
+    words = [w for ws in TOPICS.values() for w in ws]
+    port = free_port()
+    proc = start_server(bundle, port)
+    rows = []
+    try:
+        cases = {
+            "POST /recommend": lambda i: (
+                "POST",
+                "/recommend",
+                {"history": list(rng.choice(ids, 10, replace=False)), "k": 10},
+            ),
+            "POST /search": lambda i: ("POST", "/search", {"query": " ".join(rng.choice(words, 2)), "k": 10}),
+        }
+        if adds:
+            cases["POST /items (add)"] = lambda i: (
+                "POST",
+                "/items",
+                {"item_id": f"bench-{i}", "title": f"{rng.choice(words)} {rng.choice(words)} video"},
+            )
+        for name, make in cases.items():
+            count = n if "add" not in name else min(n, 200)
+            asyncio.run(drive(port, make, min(50, count), concurrency))  # warm-up
+            if "add" in name:
+                make = (lambda base: lambda i: base(i + 10_000))(make)
+            r = asyncio.run(drive(port, make, count, concurrency))
+            timing = f"{r['req/s']:.0f} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f}"
+            rows.append(f"| {label} | {name} | {count} | {timing} | {r['failures']} |")
+            print(rows[-1], flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--million", action="store_true", help="also a 1M-item catalogue (HNSW and flat)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    work = Path(tempfile.mkdtemp(prefix="mmrec-bench-"))
+    shutil.copytree(args.bundle, work / "bundle")  # adds are persisted: never into the caller's bundle
+    size = len(load_catalogue(work / "bundle" / "catalogue.safetensors")["items"])
+    header = [
+        "| catalogue | endpoint | requests | req/s | p50 ms | p95 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    rows = run(
+        work / "bundle",
+        f"{size:,} items, {json.loads((args.bundle / 'manifest.json').read_text())['index']}",
+        args.requests,
+        args.concurrency,
+        True,
+    )
+    if args.million:
+        for kind in ("hnsw", "flat"):
+            big = million_bundle(args.bundle, work / f"million-{kind}", kind)
+            rows += run(big, f"1,000,000 random items, {kind}", args.requests, args.concurrency, False)
+            shutil.rmtree(big)
+    shutil.rmtree(work)
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}"
+    )
+    text = (
+        "\n".join(header + rows)
+        + f"\n\nconcurrency {args.concurrency}, one uvicorn worker, client on the same machine; {machine}\n"
+    )
+    text += "command: python " + " ".join(sys.argv) + "\n"
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Serve a bundle over HTTP: python -m mmrec.serve bundle=DIR [host=... port=... workers=...]
+
+Endpoints: POST /recommend, POST /search, GET /items/{id}/similar, POST /items, POST /items/upload,
+DELETE /items/{id}, GET /health, GET /metrics (Prometheus). See README "Serving".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import hydra
+import torch
+import uvicorn
+from omegaconf import DictConfig
+
+from mmrec.serving.app import create_app
+from mmrec.serving.bundle import Bundle
+from mmrec.serving.recommender import Recommender
+from mmrec.train import CONFIG_PATH
+
+
+def app_from_env():
+    """The app factory uvicorn calls in every worker (settings travel in environment variables)."""
+    torch.set_num_threads(int(os.environ.get("MMREC_TORCH_THREADS", "1")))
+    bundle = Bundle.load(os.environ["MMREC_BUNDLE"])
+    recommender = Recommender(bundle, os.environ.get("MMREC_MEDIA_ROOT") or None)
+    return create_app(recommender, int(float(os.environ.get("MMREC_MAX_UPLOAD_MB", "50")) * 1024 * 1024))
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="serve")
+def main(cfg: DictConfig) -> None:
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
+    os.environ.update(
+        MMREC_BUNDLE=str(cfg.bundle),
+        MMREC_MEDIA_ROOT=str(cfg.media_root or ""),
+        MMREC_MAX_UPLOAD_MB=str(cfg.max_upload_mb),
+        MMREC_TORCH_THREADS=str(cfg.torch_threads),
+    )
+    Bundle.load(cfg.bundle)  # fail here, with the reason, rather than in every worker
+    uvicorn.run(
+        "mmrec.serve:app_from_env",
+        factory=True,
+        host=cfg.host,
+        port=cfg.port,
+        workers=cfg.workers,
+        access_log=cfg.access_log,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,272 @@
+"""The export bundle: everything a trained model needs to serve, with no pickle and no training data.
+
+manifest.json          versions, config hash, data fingerprint, metrics, sizes, file hashes
+config.yaml            the resolved training config
+encoders.json          each modality's encoder + featurizer config, rewritten to rebuild offline
+model.safetensors      every weight: encoders (live or frozen), projections, fusion, towers,
+                       temperature, scorer
+catalogue.safetensors  item embeddings, each modality's encoder outputs and presence (for
+                       explanations and re-fusion), the deleted mask; item metadata as JSON
+users.json             training user ids (for the optional user-ID embedding)
+index.faiss            the ANN index over the item embeddings (FAISS's own format)
+text/                  the text encoder's config and tokenizer (for queries and new items)
+
+python -m mmrec.export ckpt_path=runs/train/<run>/checkpoints/best-epoch007.ckpt out=bundle/ index=hnsw
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from mmrec.build import DataSizes, build, build_model
+from mmrec.checkpoint import read_checkpoint
+from mmrec.io import atomic_path, write_text
+from mmrec.serving.index import build_index, read_index, write_index
+
+log = logging.getLogger(__name__)
+FORMAT = 1
+BUNDLE_PREFIX = "bundle:"  # paths inside the bundle, resolved when it is loaded (the folder may move)
+ITEM_FIELDS = ("item_id", "title", "description", "tags")
+LIBRARIES = ("mmrec", "torch", "transformers", "open_clip_torch", "torchaudio", "faiss-cpu", "safetensors", "lightning")
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def catalogue_features(module, dm) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Every modality's encoder output (I, D_m) and presence (I,) over the catalogue."""
+    module._ensure_cache()
+    out = {
+        m: (getattr(module, f"cached_{m}").cpu(), getattr(module, f"cached_{m}_present").cpu())
+        for m in module.frozen_modalities
+    }
+    for m in module.live_modalities:
+        encoder = module.model.encoders[m].eval()
+        features = torch.zeros(dm.num_items, encoder.output_dim)
+        present = torch.zeros(dm.num_items, dtype=torch.bool)
+        for batch in dm.item_dataloader((m,)):
+            features[batch.index] = encoder(batch.inputs[m], batch.input_mask[m], batch.present[m]).float()
+            present[batch.index] = batch.present[m]
+        out[m] = (features, present)
+    return out
+
+
+def offline_encoder_configs(module, encoders: dict[str, dict], dm, out: Path) -> dict[str, dict]:
+    """Encoder configs that rebuild each architecture without downloads (weights come from
+    model.safetensors), and featurizer configs that work on new items without the training data."""
+    rewritten = {}
+    for modality, config in encoders.items():
+        config = json.loads(json.dumps(config))
+        target = config["_target_"]
+        if target.endswith("text.build_encoder"):
+            backbone = module.model.encoders[modality].encoder.model
+            backbone.config.save_pretrained(out / modality)
+            dm.featurizers[modality].tokenizer.save_pretrained(out / modality)
+            config.update(pretrained=False, name_or_path=f"{BUNDLE_PREFIX}{modality}")
+            config.pop("config_overrides", None)
+            config["featurizer"]["tokenizer"] = f"{BUNDLE_PREFIX}{modality}"
+        elif target.endswith("image.build_encoder"):
+            config["pretrained"] = None  # the featurizer keeps the tag: its preprocessing (mean/std) depends on it
+        elif target.endswith("audio.build_encoder"):
+            if config.get("backend", "torchaudio") == "torchaudio" and not config.get("architecture"):
+                import torchaudio
+
+                config["architecture"] = dict(getattr(torchaudio.pipelines, config["bundle"])._params)
+                config.update(bundle=None, checkpoint_path=None)
+            elif config.get("backend") == "hf":
+                module.model.encoders[modality].encoder.model.config.save_pretrained(out / modality)
+                config.update(pretrained=False, name_or_path=f"{BUNDLE_PREFIX}{modality}")
+        elif target.endswith("categorical.build_encoder"):
+            config["featurizer"]["vocabulary"] = dm.featurizers[modality].vocabulary
+        rewritten[modality] = config
+    return rewritten
+
+
+def export_bundle(ckpt_path: str | Path, out: str | Path, index: str = "flat", overrides: dict | None = None) -> Path:
+    """Write the bundle of the checkpoint at ``ckpt_path`` to the folder ``out``."""
+    ckpt_path, out = Path(ckpt_path), Path(out)
+    checkpoint = read_checkpoint(ckpt_path)
+    if "mmrec_config" not in checkpoint:
+        raise ValueError(f"{ckpt_path} holds no mmrec_config: it was not written by mmrec.train")
+    cfg = OmegaConf.merge(OmegaConf.create(checkpoint["mmrec_config"]), OmegaConf.create(overrides or {}))
+    dm, module = build(cfg)
+    module.load_state_dict(checkpoint["state_dict"])
+    module.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    features = catalogue_features(module, dm)
+    with torch.no_grad():
+        index_all = torch.arange(dm.num_items)
+        embeddings = module.model.embed_items(
+            {m: f for m, (f, _) in features.items()}, {m: p for m, (_, p) in features.items()}, index_all
+        ).embedding
+    from mmrec.build import encoder_configs
+
+    encoders = offline_encoder_configs(module, encoder_configs(cfg), dm, out)
+    items = dm.dataset.items
+    catalogue = {
+        "items": [{f: (str(row[f]) if f in items.columns else "") for f in ITEM_FIELDS} for _, row in items.iterrows()],
+        "embeddings": embeddings,
+        "features": {m: f for m, (f, _) in features.items()},
+        "present": {m: p for m, (_, p) in features.items()},
+        "deleted": torch.zeros(dm.num_items, dtype=torch.bool),
+    }
+    save_catalogue(out, catalogue)
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_model(module.model, str(tmp))
+    with atomic_path(out / "index.faiss") as tmp:
+        write_index(build_index(embeddings.numpy(), index), str(tmp))
+    users = sorted(set(dm.dataset.interactions["user_id"]))
+    write_text(out / "users.json", json.dumps(users))
+    write_text(out / "encoders.json", json.dumps(encoders, indent=2))
+    write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
+    metrics_file = ckpt_path.resolve().parent.parent / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    sizes = {"num_items": dm.num_items, "num_users": dm.num_users, "history_length": dm.history_length}
+    sizes["encoder_kwargs"] = {m: f.encoder_kwargs() for m, f in dm.featurizers.items()}
+    files = ["model.safetensors", "catalogue.safetensors", "index.faiss", "users.json", "encoders.json", "config.yaml"]
+    manifest = {
+        "format": FORMAT,
+        "versions": {lib: _version(lib) for lib in LIBRARIES} | {"python": platform.python_version()},
+        "checkpoint": str(ckpt_path.resolve()),
+        "config_hash": hashlib.sha256(
+            json.dumps(OmegaConf.to_container(cfg), sort_keys=True, default=str).encode()
+        ).hexdigest()[:16],
+        "data_fingerprint": dm.dataset.fingerprint(),
+        "dataset": dm.dataset.name,
+        "metrics": {k: v for k, v in metrics.items() if k.startswith(("test", "best"))},
+        "index": index,
+        "dim": int(embeddings.shape[1]),
+        "modalities": sorted(features),
+        "sizes": sizes,
+        "sha256": {name: _sha256(out / name) for name in files},
+    }
+    write_text(out / "manifest.json", json.dumps(manifest, indent=2))  # last: its presence marks a complete bundle
+    log.info("exported %d items (%s index) to %s", dm.num_items, index, out)
+    return out
+
+
+def save_catalogue(out: Path, catalogue: dict) -> None:
+    tensors = {"embeddings": catalogue["embeddings"].float().contiguous(), "deleted": catalogue["deleted"].contiguous()}
+    for m, f in catalogue["features"].items():
+        tensors[f"features.{m}"] = f.float().contiguous()
+        tensors[f"present.{m}"] = catalogue["present"][m].contiguous()
+    with atomic_path(out / "catalogue.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"items": json.dumps(catalogue["items"])})
+
+
+def load_catalogue(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        items = json.loads(handle.metadata()["items"])
+    tensors = load_file(str(path))
+    features = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("features.")}
+    present = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("present.")}
+    return {
+        "items": items,
+        "embeddings": tensors["embeddings"],
+        "features": features,
+        "present": present,
+        "deleted": tensors["deleted"],
+    }
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: the model (eval mode), the catalogue, the index and the configs."""
+
+    root: Path
+    manifest: dict
+    model: torch.nn.Module
+    encoders: dict[str, dict]
+    catalogue: dict
+    users: list[str]
+    index: object
+
+    @classmethod
+    def load(cls, root: str | Path, verify: bool = True) -> Bundle:
+        root = Path(root)
+        manifest_path = root / "manifest.json"
+        if not manifest_path.is_file():
+            raise FileNotFoundError(
+                f"{root}: not an mmrec bundle (no manifest.json; write one with python -m mmrec.export)"
+            )
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("format") != FORMAT:
+            raise ValueError(
+                f"{manifest_path}: bundle format {manifest.get('format')}, this mmrec reads format {FORMAT}"
+            )
+        if verify:
+            for name, digest in manifest["sha256"].items():
+                if name not in ("catalogue.safetensors", "index.faiss") and _sha256(root / name) != digest:
+                    raise ValueError(
+                        f"{root / name}: its SHA-256 differs from the manifest's (a damaged or altered bundle)"
+                    )
+        cfg = OmegaConf.load(root / "config.yaml")
+        encoders = resolve_bundle_paths(json.loads((root / "encoders.json").read_text()), root)
+        sizes = DataSizes(**manifest["sizes"])
+        model = build_model(cfg, encoders, sizes)
+        missing, unexpected = load_model(model, str(root / "model.safetensors"), strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"{root / 'model.safetensors'}: weights do not match the architecture "
+                f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+            )
+        model.eval()
+        catalogue = load_catalogue(root / "catalogue.safetensors")
+        index = read_index(str(root / "index.faiss"))
+        if index.ntotal != len(catalogue["embeddings"]):  # a crash between the two writes: the catalogue wins
+            log.warning(
+                "%s holds %d vectors for %d items: rebuilding it",
+                root / "index.faiss",
+                index.ntotal,
+                len(catalogue["embeddings"]),
+            )
+            index = build_index(catalogue["embeddings"].numpy(), manifest["index"])
+        users = json.loads((root / "users.json").read_text())
+        return cls(root, manifest, model, encoders, catalogue, users, index)
+
+    def save_catalogue(self) -> None:
+        """Persist the current catalogue and index (each written to a temporary file and renamed)."""
+        save_catalogue(self.root, self.catalogue)
+        with atomic_path(self.root / "index.faiss") as tmp:
+            write_index(self.index, str(tmp))
+
+
+def resolve_bundle_paths(value, root: Path):
+    """Replace 'bundle:NAME' strings with paths inside ``root``."""
+    if isinstance(value, dict):
+        return {k: resolve_bundle_paths(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_bundle_paths(v, root) for v in value]
+    if isinstance(value, str) and value.startswith(BUNDLE_PREFIX):
+        return str(root / value[len(BUNDLE_PREFIX) :])
+    return value
+
+
+def as_numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().float().cpu().numpy()

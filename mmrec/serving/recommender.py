@@ -1,0 +1,269 @@
+"""The recommender behind the service: recommend from a history, search by text, similar items,
+explanations, and new items embedded and indexed at once (cold start). Keeps no user data: the
+history comes with every request and is not stored or logged."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+
+from mmrec.data.features import featurize_items
+from mmrec.data.schema import RecDataset
+from mmrec.serving.bundle import Bundle
+from mmrec.serving.index import search
+
+log = logging.getLogger(__name__)
+MEDIA_FIELDS = ("image", "video", "audio")
+
+
+class RequestError(ValueError):
+    """A request that cannot be served as asked (the service answers 4xx with this message)."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Scored:
+    item_id: str
+    score: float
+    title: str
+    explanation: dict | None = None
+
+    def as_dict(self) -> dict:
+        out = {"item_id": self.item_id, "score": round(self.score, 6), "title": self.title}
+        if self.explanation is not None:
+            out["explanation"] = self.explanation
+        return out
+
+
+class Recommender:
+    """Serves one bundle. ``media_root`` is where the media of new items are read from (paths in
+    requests are relative to it and must stay inside it)."""
+
+    def __init__(self, bundle: Bundle, media_root: str | Path | None = None):
+        self.bundle, self.model = bundle, bundle.model
+        self.media_root = Path(media_root) if media_root else bundle.root / "uploads"
+        self.lock = threading.RLock()
+        cat = bundle.catalogue
+        self.items: list[dict] = cat["items"]
+        self.positions = {item["item_id"]: i for i, item in enumerate(self.items)}
+        self.user_positions = {u: i for i, u in enumerate(bundle.users)}
+        self.num_id_items = bundle.manifest["sizes"]["num_items"]  # rows of the item-ID table
+        self.history_length = bundle.manifest["sizes"]["history_length"]
+        self.featurizers = {m: instantiate(c["featurizer"], _partial_=True) for m, c in bundle.encoders.items()}
+        self.text_modality = next(
+            (m for m, c in bundle.encoders.items() if c["_target_"].endswith("text.build_encoder")), None
+        )
+        self._text_featurizer = None
+
+    # -- lookups ---------------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return len(self.items) - int(self.bundle.catalogue["deleted"].sum())
+
+    def _known(self, item_ids: list[str]) -> list[int]:
+        unknown = [
+            i for i in item_ids if i not in self.positions or self.bundle.catalogue["deleted"][self.positions[i]]
+        ]
+        if unknown:
+            raise RequestError(
+                f"unknown item id(s) {unknown[:10]}" + (f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else ""),
+                404,
+            )
+        return [self.positions[i] for i in item_ids]
+
+    def _top(self, query: np.ndarray, k: int, exclude: set[int]) -> list[tuple[int, float]]:
+        """Top k (position, exact score) for a (D,) query, skipping ``exclude`` and deleted items."""
+        deleted = self.bundle.catalogue["deleted"]
+        fetch = k + len(exclude) + int(deleted.sum())
+        with self.lock:
+            _, found = search(self.bundle.index, query[None], fetch)
+            embeddings = self.bundle.catalogue["embeddings"]
+        kept = [int(p) for p in found[0] if p >= 0 and int(p) not in exclude and not deleted[int(p)]][:k]
+        scores = (embeddings[kept] @ torch.from_numpy(query)).tolist() if kept else []
+        return sorted(zip(kept, scores), key=lambda t: -t[1])
+
+    def _scored(self, results: list[tuple[int, float]]) -> list[Scored]:
+        return [Scored(self.items[p]["item_id"], s, self.items[p]["title"]) for p, s in results]
+
+    # -- users -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def embed_user(self, history: list[int], user_id: str | None = None) -> torch.Tensor:
+        """(D,) the user from their history (oldest first; the last ``history_length`` count)."""
+        recent = history[-self.history_length :]
+        n = self.history_length
+        items = torch.zeros(1, n, dtype=torch.long)
+        mask = torch.zeros(1, n, dtype=torch.bool)
+        if recent:
+            items[0, -len(recent) :], mask[0, -len(recent) :] = torch.tensor(recent), True
+        emb = self.bundle.catalogue["embeddings"][items]  # (1, N, D)
+        user = torch.tensor([self.user_positions.get(user_id, -1) if user_id is not None else -1])
+        return self.model.embed_users(emb, mask, user)[0]
+
+    def recommend(
+        self,
+        history: list[str],
+        k: int = 10,
+        exclude_seen: bool = True,
+        user_id: str | None = None,
+        explain: bool = False,
+    ) -> list[Scored]:
+        positions = self._known(history)
+        user = self.embed_user(positions, user_id)
+        results = self._scored(self._top(user.numpy(), k, set(positions) if exclude_seen else set()))
+        if explain:
+            for r in results:
+                r.explanation = self.explain(user, positions, self.positions[r.item_id], user_id)
+        return results
+
+    # -- explanations ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def explain(self, user: torch.Tensor, history: list[int], position: int, user_id: str | None = None) -> dict:
+        """Why ``position`` scored as it did: per modality, the score minus the score with that modality
+        masked out (exact: the fusion takes missing modalities); per history item, the score minus the
+        score without that item in the history (the five largest)."""
+        cat = self.bundle.catalogue
+        score = float(user @ cat["embeddings"][position])
+        modalities = {}
+        present = {m: bool(cat["present"][m][position]) for m in cat["present"]}
+        for m in [m for m, p in present.items() if p]:
+            masked = self._item_embedding(position, drop=m)
+            modalities[m] = round(score - float(user @ masked), 6) if masked is not None else None
+        if (
+            self.model.item_tower.id_embedding is not None
+            and position < self.num_id_items
+            and bool(self.model.item_tower.trained_ids[position])
+        ):
+            modalities["item_id"] = round(score - float(user @ self._item_embedding(position, use_ids=False)), 6)
+        contributions = []
+        recent = history[-self.history_length :]
+        for j, h in enumerate(recent):
+            without = self.embed_user(recent[:j] + recent[j + 1 :], user_id)
+            contributions.append(
+                (self.items[h]["item_id"], round(score - float(without @ cat["embeddings"][position]), 6))
+            )
+        contributions.sort(key=lambda t: -t[1])
+        return {
+            "score": round(score, 6),
+            "modalities": modalities,
+            "history": [{"item_id": i, "contribution": c} for i, c in contributions[:5]],
+        }
+
+    def _item_embedding(self, position: int, drop: str | None = None, use_ids: bool = True) -> torch.Tensor | None:
+        """The item's embedding recomputed from its stored encoder outputs, optionally without ``drop``."""
+        cat = self.bundle.catalogue
+        features = {m: f[position : position + 1] for m, f in cat["features"].items()}
+        present = {m: p[position : position + 1].clone() for m, p in cat["present"].items()}
+        if drop is not None:
+            present[drop][:] = False
+            if (
+                not any(bool(p.any()) for p in present.values())
+                and self.model.item_tower.id_embedding is None
+                and self.model.item_tower.empty is None
+            ):
+                return None  # nothing left to embed it from
+        index = torch.tensor([min(position, self.num_id_items - 1)])
+        ids = use_ids and position < self.num_id_items
+        return self.model.embed_items(features, present, index, use_ids=ids).embedding[0]
+
+    # -- search and similar items ----------------------------------------------------------------
+    @torch.no_grad()
+    def embed_query(self, query: str) -> torch.Tensor:
+        """A text query through the text encoder and the item tower, with only text present."""
+        if self.text_modality is None:
+            raise RequestError("this model has no text encoder: text search is not available", 400)
+        if not query.strip():
+            raise RequestError("empty query", 400)
+        m = self.text_modality
+        if self._text_featurizer is None:
+            self._text_featurizer = self.featurizers[m](
+                dataset=_one_item_dataset({"item_id": "query", "title": "x"}, self.media_root)
+            )
+        ids, mask = self._text_featurizer.tokenize([query])
+        features = {m: self.model.encoders[m](ids, mask, torch.ones(1, dtype=torch.bool))}
+        present = {m: torch.ones(1, dtype=torch.bool)}
+        for other, f in self.bundle.catalogue["features"].items():
+            if other != m:
+                features[other], present[other] = torch.zeros(1, f.shape[1]), torch.zeros(1, dtype=torch.bool)
+        return self.model.embed_items(features, present, torch.zeros(1, dtype=torch.long), use_ids=False).embedding[0]
+
+    def search(self, query: str, k: int = 10) -> list[Scored]:
+        return self._scored(self._top(self.embed_query(query).numpy(), k, set()))
+
+    def similar(self, item_id: str, k: int = 10) -> list[Scored]:
+        (position,) = self._known([item_id])
+        vector = self.bundle.catalogue["embeddings"][position].numpy()
+        return self._scored(self._top(vector, k, {position}))
+
+    # -- catalogue changes -----------------------------------------------------------------------
+    @torch.no_grad()
+    def add_item(self, item: dict) -> Scored:
+        """Encode a new item with the bundle's encoders, fuse it, add it to the index and persist.
+        Media paths are relative to ``media_root``; a file that cannot be decoded is refused (422)."""
+        item_id = str(item.get("item_id", "")).strip()
+        if not item_id:
+            raise RequestError("item_id is required", 422)
+        if item_id in self.positions and not self.bundle.catalogue["deleted"][self.positions[item_id]]:
+            raise RequestError(f"item {item_id} exists already", 409)
+        dataset = _one_item_dataset(item, self.media_root)
+        featurizers = {m: make(dataset=dataset) for m, make in self.featurizers.items()}
+        batch = featurize_items(featurizers, [0])
+        if batch.problems:
+            raise RequestError("media cannot be used: " + "; ".join(batch.problems), 422)
+        if not any(bool(p.any()) for p in batch.present.values()):
+            raise RequestError(f"item {item_id} has none of the modalities {sorted(featurizers)}", 422)
+        features = self.model.encode(batch.inputs, batch.input_mask, batch.present)
+        embedding = self.model.embed_items(
+            features, batch.present, torch.zeros(1, dtype=torch.long), use_ids=False
+        ).embedding
+        with self.lock:
+            cat = self.bundle.catalogue
+            position = len(self.items)
+            cat["embeddings"] = torch.cat([cat["embeddings"], embedding.float()])
+            for m in cat["features"]:
+                cat["features"][m] = torch.cat([cat["features"][m], features[m].float()])
+                cat["present"][m] = torch.cat([cat["present"][m], batch.present[m]])
+            cat["deleted"] = torch.cat([cat["deleted"], torch.zeros(1, dtype=torch.bool)])
+            self.items.append(
+                {
+                    "item_id": item_id,
+                    "title": str(item.get("title", "")),
+                    "description": str(item.get("description", "")),
+                    "tags": str(item.get("tags", "")),
+                }
+            )
+            self.positions[item_id] = position
+            self.bundle.index.add(embedding.float().numpy())
+            self.bundle.save_catalogue()
+        return Scored(item_id, 1.0, self.items[position]["title"])
+
+    def delete_item(self, item_id: str) -> None:
+        (position,) = self._known([item_id])
+        with self.lock:
+            self.bundle.catalogue["deleted"][position] = True
+            self.bundle.save_catalogue()
+
+
+def _one_item_dataset(item: dict, media_root: Path) -> RecDataset:
+    """A one-row catalogue for featurising a new item (or a query) with the bundle's featurizers."""
+    row = {
+        "item_id": str(item.get("item_id", "new")),
+        "title": str(item.get("title", "") or ""),
+        "description": str(item.get("description", "") or ""),
+    }
+    row["tags"] = str(item.get("tags", "") or "")
+    images = item.get("image") or []
+    row["image"] = "|".join(images) if isinstance(images, list) else str(images)
+    row["video"], row["audio"] = str(item.get("video", "") or ""), str(item.get("audio", "") or "")
+    frame = pd.DataFrame([row])
+    dummy = pd.DataFrame({"user_id": ["_"], "item_id": [row["item_id"]], "timestamp": [0]})
+    return RecDataset.from_frames("request", media_root, frame, dummy)

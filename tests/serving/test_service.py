@@ -1,0 +1,206 @@
+"""The export bundle and the HTTP service, on a tiny trained model: results, cold-start adds,
+explanations, bad requests, persistence."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from mmrec.serving.app import create_app
+from mmrec.serving.bundle import Bundle, export_bundle
+from mmrec.serving.index import INDEX_TYPES, build_index, recall_against_exact
+from mmrec.serving.recommender import Recommender
+from mmrec.train import train
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory, tiny_dataset):
+    """A bundle of a 2-epoch fusion_mean model (frozen MiniLM text, tiny image/audio) on a private data copy."""
+    from conftest import TINY_DATA, TINY_MODEL, compose_config
+
+    root = tmp_path_factory.mktemp("serve")
+    shutil.copytree(tiny_dataset, root / "data" / "synthetic")
+    overrides = [
+        f"paths.data_dir={root / 'data'}", f"paths.cache_dir={root / 'cache'}", *TINY_DATA, *TINY_MODEL,
+        "+experiment=fusion_mean", "encoder/text=minilm", "trainer.max_epochs=2", "model.item_id=true",
+    ]
+    train(compose_config("train", overrides, root / "run"))
+    ckpt = next((root / "run" / "checkpoints").glob("best-*.ckpt"))
+    out = export_bundle(ckpt, root / "bundle")
+    shutil.move(root / "data", root / "data_moved")  # the bundle must not need the training data
+    return out
+
+
+@pytest.fixture
+def client(bundle_dir, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, bundle)  # each test mutates its own copy
+    recommender = Recommender(Bundle.load(bundle), media_root=tmp_path / "media")
+    (tmp_path / "media").mkdir()
+    with TestClient(create_app(recommender, max_upload_bytes=200_000)) as c:
+        c.recommender = recommender
+        yield c
+
+
+def test_bundle_has_no_pickle_and_names_its_versions(bundle_dir):
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    assert {"torch", "faiss-cpu", "transformers", "mmrec"} <= set(manifest["versions"])
+    assert manifest["sizes"]["num_items"] == 60 and manifest["dim"] == 32 and "test/recall@20" in manifest["metrics"]
+    import yaml
+    from safetensors import safe_open
+
+    from mmrec.serving.index import read_index
+
+    readers = {
+        ".safetensors": lambda p: safe_open(str(p), "pt").keys(),
+        ".json": lambda p: json.loads(p.read_text()),
+        ".yaml": lambda p: yaml.safe_load(p.read_text()),
+        ".faiss": lambda p: read_index(str(p)),
+        ".txt": lambda p: p.read_text(),
+    }
+    for path in bundle_dir.rglob("*"):
+        if path.is_file():
+            assert path.suffix in readers, f"{path.name}: not a known pickle-free format"
+            readers[path.suffix](path)  # each parses with a reader that cannot run code
+
+
+def test_recommend_matches_the_model_and_excludes_history(client):
+    rec = client.recommender
+    history = ["i00001", "i00002", "i00003"]
+    body = client.post("/recommend", json={"history": history, "k": 5}).json()["items"]
+    assert len(body) == 5 and not {i["item_id"] for i in body} & set(history)
+    scores = [i["score"] for i in body]
+    assert scores == sorted(scores, reverse=True)
+    user = rec.embed_user([rec.positions[h] for h in history])
+    all_scores = rec.bundle.catalogue["embeddings"] @ user
+    for h in history:
+        all_scores[rec.positions[h]] = -1e9
+    expected = [rec.items[p]["item_id"] for p in torch.topk(all_scores, 5).indices.tolist()]
+    assert [i["item_id"] for i in body] == expected
+    with_seen = client.post("/recommend", json={"history": history, "k": 60, "exclude_seen": False}).json()["items"]
+    assert len(with_seen) == 60
+
+
+def test_search_embeds_a_query_as_a_text_only_item(client, tiny_dataset):
+    """A query goes through the text encoder and the item tower with only text present, so an item's
+    own text embeds exactly as that item would with its other modalities missing; topic words find
+    that topic above chance (1/8). Search quality on the full embedded dataset: experiments/search_eval.py."""
+    from mmrec.data.synthetic import TOPICS
+
+    rec = client.recommender
+    items = pd.read_csv(tiny_dataset / "items.csv", keep_default_na=False)
+    for _, row in items[items["description"] != ""].head(5).iterrows():
+        position = rec.positions[row["item_id"]]
+        cat = rec.bundle.catalogue
+        features = {m: f[position : position + 1] for m, f in cat["features"].items()}
+        present = {m: torch.tensor([m == "text"]) for m in cat["present"]}
+        as_item = rec.model.embed_items(features, present, torch.tensor([position]), use_ids=False).embedding[0]
+        query = rec.embed_query(f"{row['title']}. {row['description']}")
+        assert float(query @ as_item) > 0.999
+    attributes = pd.read_csv(tiny_dataset / "attributes.csv").set_index("item_id")
+    hits = []
+    for topic, words in TOPICS.items():
+        found = client.post("/search", json={"query": " ".join(words[:4]), "k": 3}).json()["items"]
+        hits += [attributes.loc[i["item_id"], "topic"] == topic for i in found]
+    assert np.mean(hits) >= 2 / 8, hits
+
+
+def test_a_new_item_is_recommendable_at_once_and_persisted(client, tmp_path, tiny_dataset, bundle_dir):
+    rec = client.recommender
+    items = pd.read_csv(tiny_dataset / "items.csv", keep_default_na=False)
+    row = items[(items["image"] != "") & (items["audio"] != "") & (items["description"] != "")].iloc[0]
+    media = tmp_path / "media"
+    images = []
+    for k, path in enumerate(row["image"].split("|")):
+        shutil.copy(tiny_dataset / path, media / f"copy{k}.png")
+        images.append(f"copy{k}.png")
+    shutil.copy(tiny_dataset / row["audio"], media / "copy.wav")
+    new = {"item_id": "new-1", "title": row["title"], "description": row["description"], "tags": row["tags"], "image": images, "audio": "copy.wav"}
+    assert client.post("/items", json=new).status_code == 201
+    similar = client.get(f"/items/{row['item_id']}/similar", params={"k": 3}).json()["items"]
+    assert similar[0]["item_id"] == "new-1" and similar[0]["score"] > 0.95  # its near-duplicate (the original also has an ID vector)
+    found = client.post("/search", json={"query": row["title"], "k": 61}).json()["items"]
+    assert len(found) == 61 and "new-1" in [i["item_id"] for i in found]  # searchable at once
+    assert client.post("/recommend", json={"history": ["new-1"], "k": 3}).status_code == 200  # usable as history
+    reloaded = Recommender(Bundle.load(rec.bundle.root))
+    assert "new-1" in reloaded.positions and reloaded.bundle.index.ntotal == 61
+    torch.testing.assert_close(reloaded.bundle.catalogue["embeddings"], rec.bundle.catalogue["embeddings"])
+    assert client.post("/items", json=new).status_code == 409
+    assert client.delete("/items/new-1").status_code == 200
+    assert "new-1" not in [i["item_id"] for i in client.get(f"/items/{row['item_id']}/similar", params={"k": 3}).json()["items"]]
+
+
+def test_explanations_are_consistent(client):
+    rec = client.recommender
+    history = ["i00004", "i00005", "i00006"]
+    body = client.post("/recommend", json={"history": history, "k": 3, "explain": True}).json()["items"]
+    user = rec.embed_user([rec.positions[h] for h in history])
+    for item in body:
+        e, position = item["explanation"], rec.positions[item["item_id"]]
+        assert e["score"] == pytest.approx(item["score"], abs=1e-5)
+        for modality, delta in e["modalities"].items():
+            if modality == "item_id":
+                masked = rec._item_embedding(position, use_ids=False)
+            else:
+                masked = rec._item_embedding(position, drop=modality)
+            assert e["score"] - delta == pytest.approx(float(user @ masked), abs=1e-5), modality
+        for h in e["history"]:
+            rest = [rec.positions[x] for x in history if x != h["item_id"]]
+            without = float(rec.embed_user(rest) @ rec.bundle.catalogue["embeddings"][position])
+            assert e["score"] - h["contribution"] == pytest.approx(without, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "method, path, payload, status",
+    [
+        ("post", "/recommend", {"history": ["nope"]}, 404),
+        ("post", "/recommend", {"history": [], "k": 0}, 422),
+        ("post", "/recommend", {"history": [], "k": 100000}, 422),
+        ("post", "/search", {"query": ""}, 422),
+        ("post", "/search", {"query": "   "}, 400),
+        ("get", "/items/nope/similar", None, 404),
+        ("get", "/items/i00001/similar?k=0", None, 422),
+        ("post", "/items", {"item_id": "x", "image": ["../../etc/passwd"]}, 422),
+        ("post", "/items", {"item_id": "y", "image": ["missing.png"]}, 422),
+        ("post", "/items", {"item_id": "z"}, 422),
+        ("delete", "/items/nope", None, 404),
+    ],
+)
+def test_bad_requests_get_4xx(client, method, path, payload, status):
+    response = getattr(client, method)(path, json=payload) if payload is not None else getattr(client, method)(path)
+    assert response.status_code == status, response.text
+    assert response.json()["detail"]
+
+
+def test_malformed_json_oversize_upload_and_undecodable_media(client, tmp_path):
+    assert client.post("/recommend", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+    big = client.post("/items/upload", data={"item_id": "big", "title": "t"}, files={"image": ("x.png", b"0" * 300_000)})
+    assert big.status_code == 413
+    bad = client.post("/items/upload", data={"item_id": "bad", "title": "t"}, files={"image": ("x.png", b"not an image")})
+    assert bad.status_code == 422 and "cannot decode image" in bad.json()["detail"]
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 32, 3), 90, dtype=np.uint8)).save(tmp_path / "ok.png")
+    good = client.post("/items/upload", data={"item_id": "up-1", "title": "cooking pasta"}, files={"image": ("a.png", (tmp_path / "ok.png").read_bytes())})
+    assert good.status_code == 201 and client.get("/health").json()["items"] == 61
+
+
+def test_health_and_metrics(client):
+    client.post("/recommend", json={"history": ["i00001"], "k": 2})
+    assert client.get("/health").json()["status"] == "ok"
+    text = client.get("/metrics").text
+    assert 'mmrec_requests_total{endpoint="/recommend",status="200"} 1.0' in text
+    assert "mmrec_request_seconds_bucket" in text
+
+
+@pytest.mark.parametrize("kind", INDEX_TYPES)
+def test_every_index_type_finds_the_exact_neighbours(kind):
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(2000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    recall = recall_against_exact(build_index(vectors, kind), vectors, vectors[:50], 10)
+    assert recall >= {"flat": 1.0, "flat_fp16": 0.99, "hnsw": 0.95, "ivfpq": 0.3}[kind], recall
