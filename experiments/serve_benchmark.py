@@ -1,7 +1,7 @@
 """Latency and throughput of the real HTTP service (uvicorn on 127.0.0.1, one worker), driven by a
 bounded async client at fixed concurrency for a fixed number of requests.
 
-    python experiments/serve_benchmark.py --bundle BUNDLE [--requests 2000 --concurrency 8 --million]
+    python experiments/serve_benchmark.py --bundle BUNDLE [--requests 2000 --concurrency 1 8 --million]
 
 Measures POST /recommend (a random 10-item history), POST /search (two topic words) and POST /items
 (a new text-only item, embedded, indexed and persisted) on the bundle; with --million also
@@ -110,37 +110,45 @@ def million_bundle(source: Path, out: Path, kind: str, n: int = 1_000_000) -> Pa
     return out
 
 
-def run(bundle: Path, label: str, n: int, concurrency: int, adds: bool) -> list[str]:
+def shifted(make, offset: int):
+    return lambda i: make(i + offset)
+
+
+def run(bundle: Path, label: str, n: int, levels: list[int], adds: bool) -> list[str]:
     ids = [item["item_id"] for item in load_catalogue(bundle / "catalogue.safetensors")["items"]]
     rng = np.random.default_rng(0)
     words = [w for ws in TOPICS.values() for w in ws]
+    # every payload is made before timing: the client's own work must not be measured
+    histories = [[ids[j] for j in rng.integers(0, len(ids), 10)] for _ in range(n + 100)]
+    queries = [" ".join(rng.choice(words, 2)) for _ in range(n + 100)]
+    titles = [f"{rng.choice(words)} {rng.choice(words)} video" for _ in range(1000)]
     port = free_port()
     proc = start_server(bundle, port)
     rows = []
     try:
         cases = {
-            "POST /recommend": lambda i: (
-                "POST",
-                "/recommend",
-                {"history": list(rng.choice(ids, 10, replace=False)), "k": 10},
-            ),
-            "POST /search": lambda i: ("POST", "/search", {"query": " ".join(rng.choice(words, 2)), "k": 10}),
+            "POST /recommend": lambda i: ("POST", "/recommend", {"history": histories[i % len(histories)], "k": 10}),
+            "POST /search": lambda i: ("POST", "/search", {"query": queries[i % len(queries)], "k": 10}),
         }
         if adds:
             cases["POST /items (add)"] = lambda i: (
                 "POST",
                 "/items",
-                {"item_id": f"bench-{i}", "title": f"{rng.choice(words)} {rng.choice(words)} video"},
+                {"item_id": f"bench-{i}", "title": titles[i % 1000]},
             )
         for name, make in cases.items():
-            count = n if "add" not in name else min(n, 200)
-            asyncio.run(drive(port, make, min(50, count), concurrency))  # warm-up
-            if "add" in name:
-                make = (lambda base: lambda i: base(i + 10_000))(make)
-            r = asyncio.run(drive(port, make, count, concurrency))
-            timing = f"{r['req/s']:.0f} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f}"
-            rows.append(f"| {label} | {name} | {count} | {timing} | {r['failures']} |")
-            print(rows[-1], flush=True)
+            for level, concurrency in enumerate(levels):
+                count = n if "add" not in name else min(n, 200)
+                if "add" in name:  # new ids each round, the warm-up's too
+                    make_round = shifted(make, 10_000 * (level + 1))
+                    asyncio.run(drive(port, shifted(make, 100_000 * (level + 1)), 20, concurrency))
+                else:
+                    make_round = make
+                    asyncio.run(drive(port, make, min(50, count), concurrency))  # warm-up
+                r = asyncio.run(drive(port, make_round, count, concurrency))
+                timing = f"{r['req/s']:.0f} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f}"
+                rows.append(f"| {label} | {name} | {concurrency} | {count} | {timing} | {r['failures']} |")
+                print(rows[-1], flush=True)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -151,8 +159,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, required=True)
     parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--concurrency", type=int, nargs="+", default=[1, 8], help="requests in flight (each level is a run)"
+    )
     parser.add_argument("--million", action="store_true", help="also a 1M-item catalogue (HNSW and flat)")
+    parser.add_argument("--million-only", action="store_true", help="only the 1M-item catalogue")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -163,14 +174,11 @@ def main() -> None:
         "| catalogue | endpoint | requests | req/s | p50 ms | p95 ms | p99 ms | errors |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    rows = run(
-        work / "bundle",
-        f"{size:,} items, {json.loads((args.bundle / 'manifest.json').read_text())['index']}",
-        args.requests,
-        args.concurrency,
-        True,
-    )
-    if args.million:
+    rows = []
+    if not args.million_only:
+        label = f"{size:,} items, {json.loads((args.bundle / 'manifest.json').read_text())['index']}"
+        rows += run(work / "bundle", label, args.requests, args.concurrency, True)
+    if args.million or args.million_only:
         for kind in ("hnsw", "flat"):
             big = million_bundle(args.bundle, work / f"million-{kind}", kind)
             rows += run(big, f"1,000,000 random items, {kind}", args.requests, args.concurrency, False)

@@ -80,6 +80,7 @@ class CatalogueStats:
     item_train_counts: torch.Tensor  # (I,)
     cold_items: torch.Tensor  # (I,) bool
     train_pairs: PairSet  # (user, item) training interactions, for accidental-hit masking
+    user_train_counts: torch.Tensor | None = None  # (U,) training interactions per user
 
 
 class RecDataModule(L.LightningDataModule):
@@ -236,6 +237,7 @@ class RecDataModule(L.LightningDataModule):
             self.item_train_counts.clone(),
             torch.from_numpy(self.indexed.cold_items.copy()),
             PairSet.from_pairs(users, items, stride=self.num_items),
+            torch.tensor([len(seq) for seq in self.indexed.sequences["train"]], dtype=torch.long),
         )
 
     def train_dataloader(self) -> DataLoader:

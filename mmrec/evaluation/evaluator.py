@@ -22,7 +22,7 @@ from torchmetrics.functional.classification import binary_auroc
 from mmrec.data.csr import CSR, PairSet
 from mmrec.evaluation.metrics import CATALOGUE_METRICS, USER_METRICS, RankedChunk
 
-DEFAULT_METRICS = ("recall", "ndcg", "hit", "mrr", "gauc", "coverage", "popularity", "gini", "auc")
+DEFAULT_METRICS = ("recall", "ndcg", "hit", "mrr", "gauc", "coverage", "popularity", "gini", "tail_share", "auc")
 AUC_NEGATIVE_TRIES = 8
 
 
@@ -36,8 +36,10 @@ class FullRankingEvaluator(Metric):
         metrics: Sequence[str] = DEFAULT_METRICS,
         ks: Sequence[int] = (10, 20, 50),
         element_budget: int = 1 << 24,
+        user_groups: Mapping[str, torch.Tensor] | None = None,
     ):
-        """``groups``: name -> (I,) bool item mask; ``popularity`` (I,): training count of each item."""
+        """``groups``: name -> (I,) bool item mask (which targets count); ``user_groups``: name -> (U,)
+        bool mask over global user ids (which users count; all targets); ``popularity`` (I,)."""
         super().__init__()
         unknown = [m for m in metrics if m not in USER_METRICS and m not in CATALOGUE_METRICS and m != "auc"]
         if unknown:
@@ -49,11 +51,16 @@ class FullRankingEvaluator(Metric):
         self.user_names = [m for m in metrics if m in USER_METRICS]
         self.catalogue_names = [m for m in metrics if m in CATALOGUE_METRICS]
         self.pooled_auc = "auc" in metrics
-        self.ks, self.group_names, self.element_budget = tuple(sorted(set(ks))), tuple(groups), element_budget
+        user_groups = dict(user_groups or {})
+        self.ks, self.element_budget = tuple(sorted(set(ks))), element_budget
+        self.group_names = (*groups, *user_groups)
         num_items = len(popularity)
-        self.register_buffer(
-            "group_masks", torch.stack([groups[g].bool() for g in self.group_names]), persistent=False
-        )  # (G, I)
+        everything = torch.ones(num_items, dtype=torch.bool)
+        item_masks = [groups[g].bool() for g in groups] + [everything for _ in user_groups]
+        self.register_buffer("group_masks", torch.stack(item_masks), persistent=False)  # (G, I)
+        self.user_group_of = {len(groups) + j: g for j, g in enumerate(user_groups)}  # group row -> user group
+        for name, mask in user_groups.items():
+            self.register_buffer(f"user_group_{name}", mask.bool(), persistent=False)
         self.register_buffer("popularity", popularity.double(), persistent=False)
         g, a, k = len(self.group_names), len(self.user_names), len(self.ks)
         self.add_state("sums", torch.zeros(g, a, k, dtype=torch.float64), dist_reduce_fx="sum")
@@ -90,8 +97,16 @@ class FullRankingEvaluator(Metric):
         for start in range(0, len(users), user_chunk):
             stop = min(start + user_chunk, len(users))
             rows = torch.arange(start, stop, device=items.device)
+            chunk_users = user_ids[start:stop].to(items.device)
             self._rank_chunk(
-                users[start:stop].float(), items, targets.select(rows), seen.select(rows), candidates, k_max, item_chunk
+                users[start:stop].float(),
+                items,
+                targets.select(rows),
+                seen.select(rows),
+                candidates,
+                k_max,
+                item_chunk,
+                chunk_users,
             )
             if self.pooled_auc:
                 self._auc_pairs(
@@ -119,6 +134,7 @@ class FullRankingEvaluator(Metric):
         candidates: torch.Tensor | None,
         k_max: int,
         item_chunk: int,
+        user_ids: torch.Tensor,
     ) -> None:
         r, device = len(users), items.device
         target_row, target_item = targets.row_of_entries(), targets.items  # (P,), (P,)
@@ -160,6 +176,8 @@ class FullRankingEvaluator(Metric):
         pair_credit = (n_neg[target_row] - nontarget_greater - nontarget_equal) + 0.5 * nontarget_equal  # (P,)
         for g in range(len(self.group_names)):
             in_group = self.group_masks[g][target_item]  # (P,)
+            if g in self.user_group_of:  # a user group: only its users' targets count
+                in_group = in_group & getattr(self, f"user_group_{self.user_group_of[g]}")[user_ids][target_row]
             n_targets = torch.zeros(r, dtype=torch.float64, device=device).index_add_(0, target_row, in_group.double())
             auc_pairs = torch.zeros(r, dtype=torch.float64, device=device).index_add_(
                 0, target_row, pair_credit * in_group

@@ -14,7 +14,8 @@ Per user u with target set T_u (of the group) and top-K list L_u:
     gauc     = per-user AUC of targets against the user's non-target candidate items, averaged
                with weight |T_u| (RecBole's GAUC; ties count one half)
 Catalogue (over all evaluated users): coverage@K (share of items recommended at least once),
-popularity@K (mean training count of recommended items), gini@K (of recommendation counts).
+popularity@K (mean training count of recommended items), gini@K (of recommendation counts),
+tail_share@K (share of top-K slots given to the least popular half of the catalogue).
 """
 
 from __future__ import annotations
@@ -132,3 +133,23 @@ def gini(
     n, total = len(x), x.sum()
     index = torch.arange(1, n + 1, dtype=torch.float64, device=x.device)
     return ((2 * index - n - 1) * x).sum() / (n * total).clamp(min=1e-12)
+
+
+def popularity_groups(counts: torch.Tensor, head: float = 0.2, tail: float = 0.5) -> dict[str, torch.Tensor]:
+    """(I,) masks of the head (the ``head`` share of items with the most training interactions), the
+    tail (the ``tail`` share with the fewest, never-seen items included) and the mid in between."""
+    order = torch.argsort(counts.double(), descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order))
+    n = len(order)
+    is_head, is_tail = rank < int(round(head * n)), rank >= n - int(round(tail * n))
+    return {"head": is_head, "mid": ~is_head & ~is_tail, "tail": is_tail}
+
+
+@catalogue_metric("tail_share")
+def tail_share(
+    rec_counts: torch.Tensor, popularity_sum: torch.Tensor, evaluated: torch.Tensor, popularity: torch.Tensor
+) -> torch.Tensor:
+    """Share of all top-K slots that go to tail items (the least popular half of the catalogue)."""
+    tail = popularity_groups(popularity)["tail"]
+    return rec_counts[tail].sum() / rec_counts.sum().clamp(min=1e-12)

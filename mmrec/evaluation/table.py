@@ -21,7 +21,15 @@ def format_metrics(metrics: dict[str, float], part: str = "test", title: str = "
             values = "".join(f"{metrics.get(f'{prefix}/{metric}@{k}', float('nan')):>9.4f}" for k in ks)
             users = metrics.get(f"{prefix}/users", float("nan")) if metric == ACCURACY[0] else None
             lines.append(f"{label:<11}{metric:<11}{values}" + (f"{users:>9.0f}" if users is not None else ""))
-    for metric in ("coverage", "popularity", "gini"):
+    fairness = [("_head", "head items"), ("_mid", "mid items"), ("_tail", "tail items")] + [
+        (f"_users_q{q}", f"users q{q}") for q in range(1, 6)
+    ]
+    for suffix, label in fairness:
+        for metric in ("recall", "ndcg"):
+            if f"{part}{suffix}/{metric}@{ks[0]}" in metrics:
+                values = "".join(f"{metrics.get(f'{part}{suffix}/{metric}@{k}', float('nan')):>9.4f}" for k in ks)
+                lines.append(f"{label:<11}{metric:<11}{values}")
+    for metric in ("coverage", "popularity", "gini", "tail_share"):
         if f"{part}/{metric}@{ks[0]}" in metrics:
             lines.append(
                 f"{'catalogue':<11}{metric:<11}" + "".join(f"{metrics[f'{part}/{metric}@{k}']:>9.4f}" for k in ks)

@@ -174,3 +174,45 @@ class UserTower(nn.Module):
             known = (user >= 0).unsqueeze(1).to(out.dtype)
             out = out + self.id_embedding(user.clamp(min=0)) * known
         return F.normalize(out, dim=-1)
+
+
+class SequentialUserTower(nn.Module):
+    """SASRec-style user tower: a causal transformer over the history (position embeddings,
+    a start token every position can attend to); the output at the most recent position is the
+    user. Trained with the in-batch softmax on the next item when ``data.history_mode=before``."""
+
+    def __init__(
+        self,
+        dim: int,
+        history_length: int,
+        num_users: int,
+        layers: int = 2,
+        heads: int = 4,
+        dropout: float = 0.1,
+        user_id: bool = False,
+        id_init_std: float = 0.02,
+    ):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"model.dim={dim} is not divisible by the sequential tower's heads={heads}")
+        self.start = nn.Parameter(torch.randn(dim) * 0.02)
+        self.position = nn.Parameter(torch.randn(history_length + 1, dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, 4 * dim, dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.out = nn.LayerNorm(dim)
+        self.id_embedding = nn.Embedding(num_users, dim) if user_id else None
+        if self.id_embedding is not None:
+            nn.init.normal_(self.id_embedding.weight, std=id_init_std)
+
+    def forward(self, history: torch.Tensor, history_mask: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
+        """history: (B, N, D) right-aligned item embeddings; history_mask: (B, N); user: (B,) -> (B, D)."""
+        b, n, _ = history.shape
+        tokens = torch.cat([self.start.expand(b, 1, -1), history], dim=1) + self.position[-(n + 1) :]  # (B, 1 + N, D)
+        padding = torch.cat([history_mask.new_zeros(b, 1), ~history_mask], dim=1)  # True = ignored
+        causal = torch.triu(torch.ones(n + 1, n + 1, dtype=torch.bool, device=history.device), diagonal=1)
+        out = self.out(self.transformer(tokens, mask=causal, src_key_padding_mask=padding)[:, -1])
+        if self.id_embedding is not None:
+            out = out + self.id_embedding(user.clamp(min=0)) * (user >= 0).unsqueeze(1).to(out.dtype)
+        return F.normalize(out, dim=-1)

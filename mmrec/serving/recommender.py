@@ -191,9 +191,9 @@ class Recommender:
         ids, mask = self._text_featurizer.tokenize([query])
         features = {m: self.model.encoders[m](ids, mask, torch.ones(1, dtype=torch.bool))}
         present = {m: torch.ones(1, dtype=torch.bool)}
-        for other, f in self.bundle.catalogue["features"].items():
+        for other, encoder in self.model.encoders.items():
             if other != m:
-                features[other], present[other] = torch.zeros(1, f.shape[1]), torch.zeros(1, dtype=torch.bool)
+                features[other], present[other] = torch.zeros(1, encoder.output_dim), torch.zeros(1, dtype=torch.bool)
         return self.model.embed_items(features, present, torch.zeros(1, dtype=torch.long), use_ids=False).embedding[0]
 
     def search(self, query: str, k: int = 10) -> list[Scored]:

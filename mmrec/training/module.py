@@ -22,6 +22,7 @@ from mmrec.data.csr import PairSet
 from mmrec.data.datamodule import CatalogueStats
 from mmrec.data.features import ItemBatch
 from mmrec.evaluation.evaluator import FullRankingEvaluator
+from mmrec.evaluation.metrics import popularity_groups
 from mmrec.losses.distributed import rank_and_world
 from mmrec.losses.objective import Objective
 from mmrec.models.two_tower import TwoTowerModel, TwoTowerOutput
@@ -69,7 +70,11 @@ class RecModule(L.LightningModule):
         self.register_buffer("train_keys", stats.train_pairs.keys, persistent=False)
         self.train_stride = stats.train_pairs.stride
         groups = {"all": torch.ones_like(stats.cold_items), "warm": ~stats.cold_items, "cold": stats.cold_items}
-        self.evaluators = nn.ModuleDict({part: evaluator(groups=groups, popularity=counts) for part in PARTS})
+        groups.update(popularity_groups(stats.item_train_counts))  # head / mid / tail items
+        user_groups = activity_quintiles(stats.user_train_counts)
+        self.evaluators = nn.ModuleDict(
+            {part: evaluator(groups=groups, popularity=counts, user_groups=user_groups) for part in PARTS}
+        )
         self._cached = False
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -292,6 +297,16 @@ class RecModule(L.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def activity_quintiles(counts: torch.Tensor) -> dict[str, torch.Tensor]:
+    """(U,) masks of users by training interactions: users_q1 (least active fifth) .. users_q5 (most)."""
+    if counts is None or len(counts) == 0:
+        return {}
+    order = torch.argsort(counts.double(), stable=True)
+    quintile = torch.empty_like(order)
+    quintile[order] = torch.arange(len(order)) * 5 // len(order)
+    return {f"users_q{q + 1}": quintile == q for q in range(5)}
 
 
 def metric_key(part: str, name: str) -> str:

@@ -172,3 +172,23 @@ def test_metric_keys_and_table():
         "run",
     )
     assert "cold-start" in table and "0.5000" in table and "gauc" in table
+
+
+def test_user_groups_equal_evaluating_those_users_alone_and_tail_share():
+    from mmrec.evaluation.metrics import popularity_groups
+
+    users, items, targets, seen, groups, popularity = random_case(3, n_users=20)
+    mask = torch.zeros(20, dtype=torch.bool)
+    mask[::3] = True
+    grouped = FullRankingEvaluator(groups, popularity, user_groups={"some": mask})
+    grouped.update(users, items, csr(targets), csr(seen), torch.arange(20))
+    alone = FullRankingEvaluator(groups, popularity)
+    chosen = torch.arange(20)[mask]
+    alone.update(users[chosen], items, csr([targets[i] for i in chosen]), csr([seen[i] for i in chosen]), chosen)
+    a, b = grouped.compute(), alone.compute()
+    for metric in ("recall@10", "ndcg@20", "mrr@50", "gauc"):
+        assert float(a[f"some/{metric}"]) == pytest.approx(float(b[f"all/{metric}"]), abs=1e-9), metric
+    tail = popularity_groups(popularity)["tail"]
+    assert int(tail.sum()) == 15 and popularity[tail].max() <= popularity[~tail].min()
+    slots = grouped.rec_counts[0]
+    assert float(a["tail_share@10"]) == pytest.approx(float(slots[tail].sum() / slots.sum()))

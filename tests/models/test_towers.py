@@ -106,3 +106,22 @@ def test_learned_empty_item_vector():
     torch.testing.assert_close(out[1], nn.functional.normalize(tower.empty, dim=0))
     with pytest.raises(ValueError, match="unknown model.empty_items 'zero'"):
         ItemTower(proj, MeanFusion(("image",), 16), 16, num_items=3, empty_items="zero")
+
+
+def test_sequential_tower_is_causal_and_ignores_padding():
+    from mmrec.models.towers import SequentialUserTower
+
+    torch.manual_seed(0)
+    tower = SequentialUserTower(16, history_length=5, num_users=3, layers=2, heads=2).eval()
+    hist = torch.randn(2, 5, 16)
+    mask = torch.tensor([[False, False, True, True, True], [True, True, True, True, True]])
+    out = tower(hist, mask, torch.arange(2))
+    assert out.shape == (2, 16) and torch.isfinite(out).all()
+    changed = hist.clone()
+    changed[0, :2] = 99.0  # padded positions
+    torch.testing.assert_close(tower(changed, mask, torch.arange(2)), out)
+    empty = tower(hist, torch.zeros(2, 5, dtype=torch.bool), torch.arange(2))
+    assert torch.isfinite(empty).all()  # no history: the start token alone
+    changed = hist.clone()
+    changed[1, 1] += torch.randn(16)  # an earlier real item still reaches the last position
+    assert not torch.allclose(tower(changed, mask, torch.arange(2))[1], out[1])

@@ -25,8 +25,14 @@ def bundle_dir(tmp_path_factory, tiny_dataset):
     root = tmp_path_factory.mktemp("serve")
     shutil.copytree(tiny_dataset, root / "data" / "synthetic")
     overrides = [
-        f"paths.data_dir={root / 'data'}", f"paths.cache_dir={root / 'cache'}", *TINY_DATA, *TINY_MODEL,
-        "+experiment=fusion_mean", "encoder/text=minilm", "trainer.max_epochs=2", "model.item_id=true",
+        f"paths.data_dir={root / 'data'}",
+        f"paths.cache_dir={root / 'cache'}",
+        *TINY_DATA,
+        *TINY_MODEL,
+        "+experiment=fusion_mean",
+        "encoder/text=minilm",
+        "trainer.max_epochs=2",
+        "model.item_id=true",
     ]
     train(compose_config("train", overrides, root / "run"))
     ckpt = next((root / "run" / "checkpoints").glob("best-*.ckpt"))
@@ -119,10 +125,19 @@ def test_a_new_item_is_recommendable_at_once_and_persisted(client, tmp_path, tin
         shutil.copy(tiny_dataset / path, media / f"copy{k}.png")
         images.append(f"copy{k}.png")
     shutil.copy(tiny_dataset / row["audio"], media / "copy.wav")
-    new = {"item_id": "new-1", "title": row["title"], "description": row["description"], "tags": row["tags"], "image": images, "audio": "copy.wav"}
+    new = {
+        "item_id": "new-1",
+        "title": row["title"],
+        "description": row["description"],
+        "tags": row["tags"],
+        "image": images,
+        "audio": "copy.wav",
+    }
     assert client.post("/items", json=new).status_code == 201
     similar = client.get(f"/items/{row['item_id']}/similar", params={"k": 3}).json()["items"]
-    assert similar[0]["item_id"] == "new-1" and similar[0]["score"] > 0.95  # its near-duplicate (the original also has an ID vector)
+    assert (
+        similar[0]["item_id"] == "new-1" and similar[0]["score"] > 0.95
+    )  # its near-duplicate (the original also has an ID vector)
     found = client.post("/search", json={"query": row["title"], "k": 61}).json()["items"]
     assert len(found) == 61 and "new-1" in [i["item_id"] for i in found]  # searchable at once
     assert client.post("/recommend", json={"history": ["new-1"], "k": 3}).status_code == 200  # usable as history
@@ -131,7 +146,9 @@ def test_a_new_item_is_recommendable_at_once_and_persisted(client, tmp_path, tin
     torch.testing.assert_close(reloaded.bundle.catalogue["embeddings"], rec.bundle.catalogue["embeddings"])
     assert client.post("/items", json=new).status_code == 409
     assert client.delete("/items/new-1").status_code == 200
-    assert "new-1" not in [i["item_id"] for i in client.get(f"/items/{row['item_id']}/similar", params={"k": 3}).json()["items"]]
+    assert "new-1" not in [
+        i["item_id"] for i in client.get(f"/items/{row['item_id']}/similar", params={"k": 3}).json()["items"]
+    ]
 
 
 def test_explanations_are_consistent(client):
@@ -177,15 +194,25 @@ def test_bad_requests_get_4xx(client, method, path, payload, status):
 
 
 def test_malformed_json_oversize_upload_and_undecodable_media(client, tmp_path):
-    assert client.post("/recommend", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
-    big = client.post("/items/upload", data={"item_id": "big", "title": "t"}, files={"image": ("x.png", b"0" * 300_000)})
+    assert (
+        client.post("/recommend", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+    )
+    big = client.post(
+        "/items/upload", data={"item_id": "big", "title": "t"}, files={"image": ("x.png", b"0" * 300_000)}
+    )
     assert big.status_code == 413
-    bad = client.post("/items/upload", data={"item_id": "bad", "title": "t"}, files={"image": ("x.png", b"not an image")})
+    bad = client.post(
+        "/items/upload", data={"item_id": "bad", "title": "t"}, files={"image": ("x.png", b"not an image")}
+    )
     assert bad.status_code == 422 and "cannot decode image" in bad.json()["detail"]
     from PIL import Image
 
     Image.fromarray(np.full((32, 32, 3), 90, dtype=np.uint8)).save(tmp_path / "ok.png")
-    good = client.post("/items/upload", data={"item_id": "up-1", "title": "cooking pasta"}, files={"image": ("a.png", (tmp_path / "ok.png").read_bytes())})
+    good = client.post(
+        "/items/upload",
+        data={"item_id": "up-1", "title": "cooking pasta"},
+        files={"image": ("a.png", (tmp_path / "ok.png").read_bytes())},
+    )
     assert good.status_code == 201 and client.get("/health").json()["items"] == 61
 
 

@@ -11,8 +11,14 @@ from mmrec.train import train
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_runs_one_batch_per_stage(train_config, experiment):
-    cfg = train_config(f"+experiment={experiment}", "debug=fdr")
+def test_every_experiment_runs_one_batch_per_stage(train_config, compose, tmp_path, experiment):
+    from conftest import CONF, TINY_MODEL
+
+    if "override /data" in (Path(CONF) / "experiment" / f"{experiment}.yaml").read_text():  # its own dataset
+        base = [f"paths.cache_dir={tmp_path / 'cache'}", f"paths.runs_dir={tmp_path / 'runs'}", *TINY_MODEL]
+        cfg = compose("train", [*base, f"+experiment={experiment}", "debug=fdr"], tmp_path / "run")
+    else:
+        cfg = train_config(f"+experiment={experiment}", "debug=fdr")
     metrics = train(cfg)
     assert 0.0 <= metrics["test/recall@20"] <= 1.0
     assert metrics["train/loss"] > 0
