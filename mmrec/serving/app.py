@@ -21,7 +21,6 @@ from mmrec.serving.recommender import Recommender, RequestError
 
 log = logging.getLogger(__name__)
 MAX_K = 1000
-UPLOAD_FIELDS = ("image", "video", "audio")
 
 
 class RecommendRequest(BaseModel):

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file, load_model, save_file, save_model
@@ -266,7 +265,3 @@ def resolve_bundle_paths(value, root: Path):
     if isinstance(value, str) and value.startswith(BUNDLE_PREFIX):
         return str(root / value[len(BUNDLE_PREFIX) :])
     return value
-
-
-def as_numpy(tensor: torch.Tensor) -> np.ndarray:
-    return tensor.detach().float().cpu().numpy()

@@ -20,7 +20,6 @@ from mmrec.serving.bundle import Bundle
 from mmrec.serving.index import search
 
 log = logging.getLogger(__name__)
-MEDIA_FIELDS = ("image", "video", "audio")
 
 
 class RequestError(ValueError):
