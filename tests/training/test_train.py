@@ -37,6 +37,10 @@ def test_short_training_writes_results_checkpoints_and_resumes(train_config, tmp
         "test/gini@20",
         "test/auc",
         "valid/mrr@10",
+        "test/gauc",
+        "test/tail_share@20",
+        "test_tail/recall@20",
+        "test_users_q1/ndcg@10",
     } <= set(written)
     assert (run / "config.yaml").read_text().count("fusion_gated") >= 1
     last = run / "checkpoints" / "last.ckpt"
