@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from mmrec.build import build
 from mmrec.checkpoint import read_checkpoint
 from mmrec.evaluation.table import format_metrics
-from mmrec.train import CONFIG_PATH, run_dir, write_results
+from mmrec.train import CONFIG_PATH, run_dir, wandb_logger, write_results
 
 log = logging.getLogger("mmrec")
 PARTS = ("valid", "test")
@@ -27,7 +27,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     path = Path(cfg.ckpt_path)
     if cfg.part not in PARTS:
         raise ValueError(f"part={cfg.part}: expected one of {PARTS}")
-    stored = read_checkpoint(path).get("mmrec_config")
+    checkpoint = read_checkpoint(path)
+    stored = checkpoint.get("mmrec_config")
     if not stored:
         raise ValueError(f"{path} holds no mmrec_config: it was not written by mmrec.train")
     train_cfg = OmegaConf.merge(
@@ -35,16 +36,28 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     )
     L.seed_everything(train_cfg.seed, workers=True)
     dm, module = build(train_cfg)
+    loggers = []
+    if cfg.wandb:  # an eval run in the training run's W&B group, job_type=eval
+        conf = (
+            {**OmegaConf.to_container(train_cfg.logger.wandb, resolve=False), "save_dir": str(run_dir())}
+            if train_cfg.get("logger") and "wandb" in train_cfg.logger
+            else {"_target_": "lightning.pytorch.loggers.WandbLogger", "project": "mmrec", "save_dir": str(run_dir())}
+        )
+        group = checkpoint.get("mmrec_wandb_group") or str(train_cfg.get("group", "default"))
+        loggers.append(wandb_logger(OmegaConf.create(conf), group, f"eval-{path.stem}", job_type="eval"))
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         strategy=cfg.strategy,
-        logger=False,
+        logger=loggers or False,
         enable_checkpointing=False,
     )
     run = trainer.validate if cfg.part == "valid" else trainer.test
     run(module, datamodule=dm, ckpt_path=str(path), weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    for logger in loggers:
+        logger.experiment.summary.update(metrics)
+        logger.experiment.finish()
     if not trainer.is_global_zero:
         return metrics
     write_results(

@@ -60,27 +60,32 @@ def condition_group(cfg: DictConfig) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(kept.items())) or "default"
 
 
+def wandb_logger(conf, group: str, name: str, resume_id: str | None = None, **overrides):
+    """A Lightning WandbLogger for ``conf`` (a logger/wandb node), offline without credentials."""
+    offline = (
+        os.environ.get("WANDB_MODE") in ("offline", "disabled") or conf.get("offline", False) or not wandb_logged_in()
+    )
+    extra = {"offline": offline, "group": group, "name": name, **overrides}
+    if offline and conf.get("log_model"):
+        log.warning("W&B is offline: checkpoints cannot be uploaded as artifacts, so logger.wandb.log_model is ignored")
+        extra["log_model"] = False
+    if resume_id:
+        extra.update(id=resume_id, resume="allow")
+    if offline:
+        log.info(
+            "W&B: no login found, logging offline to %s/wandb; upload later with `wandb sync %s/wandb/offline-run-*`",
+            conf["save_dir"],
+            conf["save_dir"],
+        )
+    return instantiate(conf, **extra)
+
+
 def build_loggers(cfg: DictConfig, resume_id: str | None) -> list:
     """Instantiate the configured loggers; W&B goes offline when there is no login or WANDB_MODE says so."""
     loggers = []
     for name, conf in (cfg.logger or {}).items():
         if name == "wandb":
-            offline = (
-                os.environ.get("WANDB_MODE") in ("offline", "disabled")
-                or conf.get("offline", False)
-                or not wandb_logged_in()
-            )
-            extra = {"offline": offline, "group": condition_group(cfg), "name": f"{cfg.run_name}-seed{cfg.seed}"}
-            if resume_id:
-                extra.update(id=resume_id, resume="allow")
-            logger = instantiate(conf, **extra)
-            if offline:
-                log.info(
-                    "W&B: no login found, logging offline to %s/wandb; upload later with `wandb sync "
-                    "%s/wandb/offline-run-*`",
-                    conf.save_dir,
-                    conf.save_dir,
-                )
+            logger = wandb_logger(conf, condition_group(cfg), f"{cfg.run_name}-seed{cfg.seed}", resume_id)
             logger.experiment.define_metric("valid/*", summary="max")
         else:
             logger = instantiate(conf)

@@ -85,6 +85,7 @@ class RecModule(L.LightningModule):
         for logger in self.loggers:
             if type(logger).__name__ == "WandbLogger":
                 checkpoint["mmrec_wandb_id"] = logger.version
+                checkpoint["mmrec_wandb_group"] = str(logger.experiment.group or "")
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "mmrec_rng" in checkpoint and self._trainer is not None and self.trainer.state.fn == "fit":

@@ -133,7 +133,7 @@ def wandb_records(run_dir: Path):
             pending += data
 
 
-def test_wandb_offline_run_holds_group_best_value_and_tables(train_config, tmp_path, monkeypatch):
+def test_wandb_offline_run_holds_group_best_value_and_tables(train_config, compose, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc login
@@ -176,6 +176,14 @@ def test_wandb_offline_run_holds_group_best_value_and_tables(train_config, tmp_p
     )
     assert any(row[5] is not None for row in table["data"])  # keyframes logged as images
     assert list(offline_runs[0].glob("files/media/table/test/item_embeddings_*.table.json"))
+    # re-evaluating the checkpoint logs an eval run into the same group
+    from mmrec.evaluate import evaluate
+
+    best = next((tmp_path / "run" / "checkpoints").glob("best-*.ckpt"))
+    evaluate(compose("evaluate", [f"ckpt_path={best}", "accelerator=cpu", "wandb=true"], tmp_path / "eval"))
+    (eval_run,) = list((tmp_path / "eval" / "wandb").glob("offline-run-*"))
+    eval_meta = next(r.run for r in wandb_records(eval_run) if r.WhichOneof("record_type") == "run")
+    assert eval_meta.job_type == "eval" and eval_meta.run_group == run.run_group
 
 
 def test_wandb_login_is_resolved_by_wandb_for_self_hosted_servers(tmp_path, monkeypatch):
