@@ -55,6 +55,7 @@ class Recommender:
         cat = bundle.catalogue
         self.items: list[dict] = cat["items"]
         self.positions = {item["item_id"]: i for i, item in enumerate(self.items)}
+        self.num_deleted = int(cat["deleted"].sum())  # kept, not recounted per request (O(catalogue))
         self.user_positions = {u: i for i, u in enumerate(bundle.users)}
         self.num_id_items = bundle.manifest["sizes"]["num_items"]  # rows of the item-ID table
         self.history_length = bundle.manifest["sizes"]["history_length"]
@@ -67,7 +68,7 @@ class Recommender:
     # -- lookups ---------------------------------------------------------------------------------
     @property
     def size(self) -> int:
-        return len(self.items) - int(self.bundle.catalogue["deleted"].sum())
+        return len(self.items) - self.num_deleted
 
     def _known(self, item_ids: list[str]) -> list[int]:
         unknown = [
@@ -83,7 +84,7 @@ class Recommender:
     def _top(self, query: np.ndarray, k: int, exclude: set[int]) -> list[tuple[int, float]]:
         """Top k (position, exact score) for a (D,) query, skipping ``exclude`` and deleted items."""
         deleted = self.bundle.catalogue["deleted"]
-        fetch = k + len(exclude) + int(deleted.sum())
+        fetch = k + len(exclude) + self.num_deleted  # over-fetch: HNSW cannot remove vectors, so results are filtered
         with self.lock:
             _, found = search(self.bundle.index, query[None], fetch)
             embeddings = self.bundle.catalogue["embeddings"]
@@ -249,6 +250,7 @@ class Recommender:
         (position,) = self._known([item_id])
         with self.lock:
             self.bundle.catalogue["deleted"][position] = True
+            self.num_deleted += 1
             self.bundle.save_catalogue()
 
 
