@@ -139,6 +139,7 @@ class FullRankingEvaluator(Metric):
         r, device = len(users), items.device
         target_row, target_item = targets.row_of_entries(), targets.items  # (P,), (P,)
         target_score = torch.zeros(len(target_row), device=device)
+        target_live = torch.zeros(len(target_row), dtype=torch.bool, device=device)  # a candidate (not masked)
         n_candidates = torch.zeros(r, dtype=torch.float64, device=device)
         top_scores = torch.full((r, k_max), float("-inf"), device=device)
         top_items = torch.zeros(r, k_max, dtype=torch.long, device=device)
@@ -148,6 +149,7 @@ class FullRankingEvaluator(Metric):
             target_score[inside] = scores[
                 target_row[inside], target_item[inside] - c0
             ]  # the same kernel's values, so ties are exact
+            target_live[inside] = ~masked[target_row[inside], target_item[inside] - c0]
             chunk_top = scores.topk(min(k_max, c1 - c0), dim=1)
             merged_scores = torch.cat([top_scores, chunk_top.values], dim=1)
             merged_items = torch.cat([top_items, chunk_top.indices + c0], dim=1)
@@ -166,14 +168,20 @@ class FullRankingEvaluator(Metric):
         known = PairSet.from_pairs(target_row, target_item, stride=self.num_items)
         is_target = known.contains(torch.arange(r, device=device).unsqueeze(1), top_items) & top_valid  # (R, k_max)
         self._count_catalogue(top_items, top_valid)
-        # targets ranked above / tied with each target, to leave only non-target items in its AUC pairs
-        padded, lengths = _pad_rows(targets, target_score)
-        same_user = padded[target_row]  # (P, T_max), nan where padded
+        # targets ranked above / tied with each target, to leave only non-target items in its AUC pairs;
+        # a target that is not a candidate (masked as seen, or outside a limited candidate set) takes no part
+        live_score = target_score.masked_fill(~target_live, float("nan"))
+        padded, _ = _pad_rows(targets, live_score)
+        same_user = padded[target_row]  # (P, T_max), nan where padded or not a candidate
         target_greater = (same_user > target_score.unsqueeze(1)).sum(1).double()
         target_equal = (same_user == target_score.unsqueeze(1)).sum(1).double()
-        n_neg = n_candidates - lengths.double()
+        live_targets = torch.zeros(r, dtype=torch.float64, device=device).index_add_(
+            0, target_row, target_live.double()
+        )
+        n_neg = n_candidates - live_targets
         nontarget_greater, nontarget_equal = greater - target_greater, equal - target_equal
         pair_credit = (n_neg[target_row] - nontarget_greater - nontarget_equal) + 0.5 * nontarget_equal  # (P,)
+        pair_credit = pair_credit * target_live
         for g in range(len(self.group_names)):
             in_group = self.group_masks[g][target_item]  # (P,)
             if g in self.user_group_of:  # a user group: only its users' targets count
@@ -183,7 +191,10 @@ class FullRankingEvaluator(Metric):
                 0, target_row, pair_credit * in_group
             )
             hits = (is_target & self.group_masks[g][top_items]).double()
-            chunk = RankedChunk(hits, n_targets, auc_pairs, n_neg)
+            auc_targets = torch.zeros(r, dtype=torch.float64, device=device).index_add_(
+                0, target_row, (in_group & target_live).double()
+            )
+            chunk = RankedChunk(hits, n_targets, auc_pairs, n_neg, auc_targets)
             self.users[g] += (n_targets > 0).sum()
             for a, name in enumerate(self.user_names):
                 definition = USER_METRICS[name]

@@ -34,6 +34,7 @@ class RankedChunk:
     n_targets: torch.Tensor  # (R,) float: targets of the group per user
     auc_pairs: torch.Tensor  # (R,) float: correctly ordered (target, non-target) pairs, ties 1/2
     n_negatives: torch.Tensor  # (R,) float: candidate items that are not targets
+    n_auc_targets: torch.Tensor  # (R,) float: targets of the group that are candidates (not masked as seen)
 
 
 UserMetric = Callable[[RankedChunk, int], tuple[torch.Tensor, torch.Tensor]]
@@ -105,9 +106,9 @@ def mrr(chunk: RankedChunk, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 @user_metric("gauc", at_k=False)
 def gauc(chunk: RankedChunk, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    valid = (chunk.n_targets > 0) & (chunk.n_negatives > 0)
-    auc = chunk.auc_pairs / (chunk.n_targets * chunk.n_negatives).clamp(min=1)
-    return auc, chunk.n_targets * valid.double()
+    valid = (chunk.n_auc_targets > 0) & (chunk.n_negatives > 0)
+    auc = chunk.auc_pairs / (chunk.n_auc_targets * chunk.n_negatives).clamp(min=1)
+    return auc, chunk.n_auc_targets * valid.double()
 
 
 @catalogue_metric("coverage")

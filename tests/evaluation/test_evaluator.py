@@ -192,3 +192,25 @@ def test_user_groups_equal_evaluating_those_users_alone_and_tail_share():
     assert int(tail.sum()) == 15 and popularity[tail].max() <= popularity[~tail].min()
     slots = grouped.rec_counts[0]
     assert float(a["tail_share@10"]) == pytest.approx(float(slots[tail].sum() / slots.sum()))
+
+
+def test_gauc_ignores_targets_that_are_not_candidates():
+    """A target that is also a seen item (a repeated interaction) or outside a limited candidate set
+    takes no part in GAUC: the value equals the brute force over candidate targets and items."""
+    users, items, targets, seen, groups, popularity = random_case(11, n_users=12, n_items=40)
+    targets = [sorted(set(t) | ({sorted(s)[0]} if s else set())) for t, s in zip(targets, seen)]  # repeats
+    candidates = torch.ones(40, dtype=torch.bool)
+    candidates[35:] = False
+    ev = FullRankingEvaluator(groups, popularity, metrics=("gauc",), ks=(10,))
+    ev.update(users, items, csr(targets), csr(seen), torch.arange(12), candidates)
+    got = float(ev.compute()["all/gauc"])
+    scores = (users @ items.T).numpy()
+    num, den = 0.0, 0.0
+    for u in range(12):
+        pool = [i for i in range(35) if i not in seen[u]]
+        pos = [i for i in targets[u] if i in pool]
+        neg = [j for j in pool if j not in set(targets[u])]
+        if pos and neg:
+            num += sum(1.0 if scores[u, i] > scores[u, j] else 0.5 if scores[u, i] == scores[u, j] else 0.0 for i in pos for j in neg) / len(neg)
+            den += len(pos)
+    assert 0.0 <= got <= 1.0 and got == pytest.approx(num / den, abs=1e-9)
