@@ -211,6 +211,10 @@ def test_gauc_ignores_targets_that_are_not_candidates():
         pos = [i for i in targets[u] if i in pool]
         neg = [j for j in pool if j not in set(targets[u])]
         if pos and neg:
-            num += sum(1.0 if scores[u, i] > scores[u, j] else 0.5 if scores[u, i] == scores[u, j] else 0.0 for i in pos for j in neg) / len(neg)
+            num += sum(
+                1.0 if scores[u, i] > scores[u, j] else 0.5 if scores[u, i] == scores[u, j] else 0.0
+                for i in pos
+                for j in neg
+            ) / len(neg)
             den += len(pos)
     assert 0.0 <= got <= 1.0 and got == pytest.approx(num / den, abs=1e-9)
