@@ -215,10 +215,9 @@ def bench_training(cfg: DictConfig, encoders: dict[str, dict], mode: str, device
     if mode == "cached":
         with torch.no_grad():
             for m, enc in module.model.encoders.items():
-                module.register_buffer(
-                    f"cached_{m}", enc(items.inputs[m], items.input_mask[m], items.present[m]).float(), persistent=False
+                module.set_cached(
+                    m, enc(items.inputs[m], items.input_mask[m], items.present[m]).float(), items.present[m]
                 )
-                module.register_buffer(f"cached_{m}_present", items.present[m], persistent=False)
         items = ItemBatch(index=items.index)
     batch = train_batch(items, b, bench.num_users, device)
     opt = optimizer_of(module)

@@ -218,9 +218,10 @@ class FullRankingEvaluator(Metric):
         row, item = targets.row_of_entries(), targets.items
         uid = user_ids.to(items.device)[row].long()
         negative = torch.full_like(item, -1)
+        excluded = [PairSet.from_pairs(c.row_of_entries(), c.items, stride=self.num_items) for c in (targets, seen)]
         for attempt in range(AUC_NEGATIVE_TRIES):
             guess = (uid * 2654435761 + item * 40503 + attempt * 1000003 + 12345) % self.num_items
-            ok = (negative < 0) & ~targets.contains(row, guess) & ~seen.contains(row, guess)
+            ok = (negative < 0) & ~excluded[0].contains(row, guess) & ~excluded[1].contains(row, guess)
             negative = torch.where(ok, guess, negative)
         found = negative >= 0
         pos = (users[row] * items[item]).sum(-1)

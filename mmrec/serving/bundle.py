@@ -32,6 +32,7 @@ from mmrec.build import DataSizes, build, build_model
 from mmrec.checkpoint import read_checkpoint
 from mmrec.io import atomic_path, write_text
 from mmrec.serving.index import build_index, read_index, write_index
+from mmrec.training.cache import encode_catalogue
 
 log = logging.getLogger(__name__)
 FORMAT = 1
@@ -55,21 +56,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-@torch.no_grad()
 def catalogue_features(module, dm) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Every modality's encoder output (I, D_m) and presence (I,) over the catalogue."""
+    """Every modality's encoder output (I, D_m) and presence (I,) over the catalogue: the cache for
+    frozen modalities, one encoding pass (as the cache is built) for live ones."""
     module._ensure_cache()
-    out = {
-        m: (getattr(module, f"cached_{m}").cpu(), getattr(module, f"cached_{m}_present").cpu())
-        for m in module.frozen_modalities
-    }
+    out = {m: tuple(t.cpu() for t in module.cached(m)) for m in module.frozen_modalities}
     for m in module.live_modalities:
-        encoder = module.model.encoders[m].eval()
-        features = torch.zeros(dm.num_items, encoder.output_dim)
-        present = torch.zeros(dm.num_items, dtype=torch.bool)
-        for batch in dm.item_dataloader((m,)):
-            features[batch.index] = encoder(batch.inputs[m], batch.input_mask[m], batch.present[m]).float()
-            present[batch.index] = batch.present[m]
+        features, present, _ = encode_catalogue(
+            module.model.encoders[m], m, dm.item_dataloader((m,)), dm.num_items, module.device
+        )
         out[m] = (features, present)
     return out
 

@@ -106,13 +106,21 @@ class RecModule(L.LightningModule):
             return
         encoders = {m: self.model.encoders[m] for m in self.frozen_modalities}
         for m, (features, present, problems) in self.features.load(encoders, len(self.popularity), self.device).items():
-            self.register_buffer(f"cached_{m}", features.to(self.device), persistent=False)
-            self.register_buffer(f"cached_{m}_present", present.to(self.device), persistent=False)
+            self.set_cached(m, features, present)
             self.problems.add(problems)
             log.info("%s: %d of %d items have it", m, int(present.sum()), len(present))
         if self.problems.count:
             log.warning("%d media file(s) could not be decoded; those modalities count as missing", self.problems.count)
         self._cached = True
+
+    def set_cached(self, modality: str, features: torch.Tensor, present: torch.Tensor) -> None:
+        """Install a frozen modality's encoder outputs (I, D_m) and presence (I,) over the catalogue."""
+        self.register_buffer(f"cached_{modality}", features.to(self.device), persistent=False)
+        self.register_buffer(f"cached_{modality}_present", present.to(self.device), persistent=False)
+
+    def cached(self, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """A frozen modality's cached encoder outputs (I, D_m) and presence (I,)."""
+        return getattr(self, f"cached_{modality}"), getattr(self, f"cached_{modality}_present")
 
     def check_empty_items(self) -> None:
         """Raise before training when some item has no usable modality and the model cannot embed it
@@ -120,7 +128,7 @@ class RecModule(L.LightningModule):
         tower = self.model.item_tower
         if tower.fusion is None or tower.id_embedding is not None or tower.empty is not None:
             return
-        present = [getattr(self, f"cached_{m}_present").cpu() for m in self.frozen_modalities]
+        present = [self.cached(m)[1].cpu() for m in self.frozen_modalities]
         if self.live_modalities:
             live, problems = self.features.presence(self.live_modalities, len(self.popularity))
             self.problems.add(problems)
@@ -151,8 +159,8 @@ class RecModule(L.LightningModule):
         features = self.model.encode(items.inputs, items.input_mask, items.present, self.live_modalities)
         present = {m: items.present[m] for m in self.live_modalities}
         for m in self.frozen_modalities:
-            features[m] = getattr(self, f"cached_{m}")[items.index]
-            present[m] = getattr(self, f"cached_{m}_present")[items.index]
+            cached, cached_present = self.cached(m)
+            features[m], present[m] = cached[items.index], cached_present[items.index]
         return self.model.embed_items(features, present, items.index)
 
     def training_step(self, batch: TrainBatch, batch_idx: int) -> torch.Tensor:
