@@ -36,6 +36,18 @@ class TrainBatch:
     history_mask: torch.Tensor  # (B, N) True on real history entries
     items: ItemBatch  # the M distinct items, with inputs for the live (non-cached) modalities
 
+    def pin_memory(self) -> TrainBatch:
+        """Called by the DataLoader with ``data.pin_memory=true``: page-locked tensors, so that the
+        copy to the GPU (Lightning moves batches with ``non_blocking=True``) overlaps compute."""
+        return TrainBatch(
+            self.user.pin_memory(),
+            self.pos.pin_memory(),
+            self.neg.pin_memory(),
+            self.history.pin_memory(),
+            self.history_mask.pin_memory(),
+            self.items.pin_memory(),
+        )
+
 
 @dataclass
 class EvalSet:

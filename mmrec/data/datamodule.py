@@ -131,8 +131,11 @@ class RecDataModule(L.LightningDataModule):
             raise ValueError(f"unknown data.history_mode '{history_mode}': expected auto or one of {HISTORY_MODES}")
         if test_history not in TEST_HISTORIES:
             raise ValueError(f"unknown data.test_history '{test_history}': expected one of {TEST_HISTORIES}")
+        if not isinstance(history_length, int) or history_length < 0:
+            raise ValueError(
+                f"data.history_length must be a non-negative integer (0: no history), got {history_length!r}"
+            )
         for name, value in (
-            ("history_length", history_length),
             ("num_negatives", num_negatives),
             ("batch_size", batch_size),
             ("eval_batch_size", eval_batch_size),

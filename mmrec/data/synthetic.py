@@ -8,6 +8,13 @@ Users prefer a few values of each attribute; an item's utility for a user is the
 user's log-preferences for its three values plus a popularity term and Gumbel noise. So each
 modality alone explains part of the preferences and the three together explain more.
 
+One more term crosses two modalities: an item is *in sync* when its keyframe pattern matches its
+audio rhythm (stripes with the slow rhythm, dots with the fast one). Half of the users favour
+in-sync items and half out-of-sync ones, by ``cross_weight`` nats of utility. That is an XOR of
+a visual bit and an audio bit: no sum of a visual score and an audio score can express it, so a
+fusion that adds per-modality embeddings (mean, late) cannot learn it, while one that combines
+them non-linearly (attention, concat) can.
+
 Items also carry categorical metadata in a ``tags`` column (``|``-separated): a genre tag that
 names the topic for half of the items (a random topic for the rest), the format word of the
 title, and a random duration bucket, for the categorical-metadata modality.
@@ -76,6 +83,7 @@ AUDIO_RATE = 22050  # written at 22.05 kHz so that loading exercises resampling 
 AUDIO_SECONDS = 1.0
 VIDEO_FPS = 8
 VIDEO_FRAMES = 8
+GENERATOR_VERSION = 2  # 2: the cross-modal (pattern x rhythm) taste; a folder of another version is regenerated
 
 
 def _frame(rng: np.random.Generator, palette: int, pattern: int, phase: float) -> np.ndarray:
@@ -168,17 +176,29 @@ def generate(
     video_fraction: float = 0.1,
     missing_fraction: float = 0.05,
     popularity_weight: float = 0.5,
+    cross_weight: float = 3.0,
 ) -> Path:
     """Write the dataset to ``out`` in the native layout and return ``out``."""
     out = Path(out)
-    if items < 20 or users < 2 or interactions_per_user < 3:
+    if items < 20 or users < 2 or interactions_per_user < 5:
         raise ValueError(
             f"synthetic dataset too small: items={items} (>=20), users={users} (>=2), "
-            f"interactions_per_user={interactions_per_user} (>=3)"
+            f"interactions_per_user={interactions_per_user} (>=5)"
         )
+    options = {
+        "items": items,
+        "users": users,
+        "interactions_per_user": interactions_per_user,
+        "seed": seed,
+        "video_fraction": video_fraction,
+        "missing_fraction": missing_fraction,
+        "popularity_weight": popularity_weight,
+        "cross_weight": cross_weight,
+    }
     start = time.time()
     rng = np.random.default_rng(seed)
     tag_rng = np.random.default_rng([seed, 1])  # its own stream: tags leave every other value as before
+    cross_rng = np.random.default_rng([seed, 2])  # likewise for the cross-modal taste
     for sub in ("images", "audio", "video"):
         (out / sub).mkdir(parents=True, exist_ok=True)
 
@@ -226,6 +246,9 @@ def generate(
         np.log(pref_topic[:, topic]) + np.log(pref_visual[:, visual]) + np.log(pref_audio[:, audio_attr])
     )  # (U, I)
     utility += popularity_weight * np.log(popularity)[None, :]
+    in_sync = pattern == rhythm  # stripes (0) with slow (0), dots (1) with fast (1)
+    likes_sync = cross_rng.random(users) < 0.5
+    utility += cross_weight * (in_sync[None, :] == likes_sync[:, None])
     counts = np.clip(rng.poisson(interactions_per_user - 5, users) + 5, 5, items // 2)
     base_time = 1_735_689_600  # 2025-01-01
     inter = []
@@ -247,12 +270,17 @@ def generate(
             "pitch_hz": np.array(PITCH_HZ)[pitch],
             "rhythm": rhythm,
             "audio": audio_attr,
+            "in_sync": in_sync,
             "popularity": popularity,
         }
     ).to_csv(out / "attributes.csv", index=False)
-    np.savez(out / "user_preferences.npz", topic=pref_topic, visual=pref_visual, audio=pref_audio)
+    np.savez(
+        out / "user_preferences.npz", topic=pref_topic, visual=pref_visual, audio=pref_audio, likes_sync=likes_sync
+    )
     manifest = {
         "generator": "mmrec.data.synthetic",
+        "version": GENERATOR_VERSION,
+        "options": options,
         "items": items,
         "users": users,
         "interactions": len(inter),
@@ -284,7 +312,27 @@ def ensure_generated(out: str | Path, **options) -> Path:
         if not (out / "items.csv").is_file():
             log.info("synthetic dataset not found at %s: generating it", out)
             generate(out, **options)
+        elif (stale := _stale(out, options)) is not None:
+            log.warning("synthetic dataset at %s was generated %s: generating it again", out, stale)
+            (out / "items.csv").unlink()
+            generate(out, **options)
     return out
+
+
+def _stale(out: Path, options: dict) -> str | None:
+    """Why the generated folder ``out`` does not match this generator and ``options`` (None: it does).
+    Only folders this generator wrote (its manifest says so) are ever regenerated."""
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None  # not ours to judge: a user's own folder with an items.csv is used as it is
+    if manifest.get("generator") != "mmrec.data.synthetic":
+        return None
+    if manifest.get("version") != GENERATOR_VERSION:
+        return f"by generator version {manifest.get('version', 1)}, this is version {GENERATOR_VERSION}"
+    recorded = manifest.get("options", {})
+    changed = {k: (recorded.get(k), v) for k, v in options.items() if recorded.get(k) != v}
+    return f"with other options (recorded, requested): {changed}" if changed else None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -295,9 +343,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--interactions-per-user", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--video-fraction", type=float, default=0.1)
+    parser.add_argument("--cross-weight", type=float, default=3.0, help="utility of the cross-modal (sync) taste")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    generate(args.out, args.items, args.users, args.interactions_per_user, args.seed, args.video_fraction)
+    generate(
+        args.out,
+        args.items,
+        args.users,
+        args.interactions_per_user,
+        args.seed,
+        args.video_fraction,
+        cross_weight=args.cross_weight,
+    )
 
 
 if __name__ == "__main__":

@@ -40,10 +40,10 @@ def apply_training_mode(
 
 
 class ModalityEncoder(nn.Module):
-    """Runs a pooled encoder on the items that have the modality; absent items get zeros.
+    """Runs a pooled encoder on a batch of items; items without the modality get zeros.
 
-    ``encoder(inputs, mask) -> (n, D)``; this wrapper takes ``present`` (B,) and returns (B, D),
-    so values of absent items never reach the backbone. A frozen backbone stays in eval mode
+    ``encoder(inputs, mask) -> (n, D)``; this wrapper takes ``present`` (B,) and returns (B, D);
+    the outputs of absent items (run on their placeholder inputs) are discarded. A frozen backbone stays in eval mode
     (no dropout) and runs without autograd.
     """
 
@@ -58,13 +58,16 @@ class ModalityEncoder(nn.Module):
         return self
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        out = inputs.new_zeros(len(inputs), self.output_dim, dtype=torch.get_default_dtype())
-        rows = present.nonzero(as_tuple=True)[0]
-        if len(rows) == 0:
-            return out
+        # Every row runs and absent rows are zeroed afterwards: selecting the present rows first
+        # needs their count on the host, a device sync in every training step. An absent row runs on
+        # its placeholder input with only its first position unmasked, so no attention row is fully
+        # masked (which would give NaN, and NaN gradients even where the output is discarded).
+        first = torch.zeros_like(mask)
+        first[:, 0] = True
+        mask = torch.where(present.view(-1, *([1] * (mask.dim() - 1))), mask, first)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.mode != "frozen"):
-            encoded = self.encoder(inputs[rows], mask[rows])
-        return out.index_put((rows,), encoded.to(out.dtype))
+            encoded = self.encoder(inputs, mask).to(torch.get_default_dtype())
+        return torch.where(present.unsqueeze(1), encoded, torch.zeros((), dtype=encoded.dtype, device=encoded.device))
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -104,18 +104,19 @@ class ItemTower(nn.Module):
         if self.fusion is not None:
             if self.training:
                 present = modality_dropout(present, self.modality_dropout)
-            has_content = torch.stack([present[m] for m in sorted(self.projections)], dim=1).any(dim=1)
+            names = sorted(self.projections)
+            has_content = torch.stack([present[m] for m in names], dim=1).any(dim=1)
+            # Items with no modality pass through the fusion as if their first modality (zeros) were
+            # present, and are zeroed after: selecting the others would be a host sync every step.
+            present = {m: present[m] | (~has_content if i == 0 else False) for i, m in enumerate(names)}
+            projected = {m: self.projections[m](features[m]) for m in names}
+            fused = self.fusion(projected, present)
+            content = has_content.unsqueeze(1)
+            out = torch.where(content, fused.embedding.to(out.dtype), out)
             if self.empty is not None:
-                out = out + (~has_content).unsqueeze(1).to(out.dtype) * self.empty
-            rows = has_content.nonzero(as_tuple=True)[0]
-            if len(rows):
-                projected = {m: self.projections[m](features[m][rows]) for m in sorted(self.projections)}
-                fused = self.fusion(projected, {m: present[m][rows] for m in projected})
-                out = out.index_put((rows,), fused.embedding.to(out.dtype))
-                if fused.weights is not None:
-                    weights = fused.weights.new_zeros(len(index), fused.weights.shape[1]).index_put(
-                        (rows,), fused.weights
-                    )
+                out = out + (~content).to(out.dtype) * self.empty
+            if fused.weights is not None:
+                weights = torch.where(content, fused.weights, torch.zeros((), device=out.device))
         if self.id_embedding is not None and use_ids:
             keep = self.trained_ids[index].unsqueeze(1).to(out.dtype)  # (M, 1)
             if self.training and self.id_dropout > 0:
@@ -145,6 +146,11 @@ class UserTower(nn.Module):
             raise ValueError(f"unknown model.user_pooling '{pooling}': expected one of {USER_POOLINGS}")
         if dim % heads:
             raise ValueError(f"model.dim={dim} is not divisible by the user tower's heads={heads}")
+        if history_length == 0 and not user_id:
+            raise ValueError(
+                "data.history_length=0 leaves the user tower nothing to embed users from: "
+                "set model.user_id=true (a user-ID embedding, MF-style) or a positive history length"
+            )
         self.pooling = pooling
         self.start = nn.Parameter(torch.randn(dim) * 0.02)
         self.position = nn.Parameter(torch.zeros(history_length, dim))

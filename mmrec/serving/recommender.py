@@ -99,7 +99,7 @@ class Recommender:
     @torch.no_grad()
     def embed_user(self, history: list[int], user_id: str | None = None) -> torch.Tensor:
         """(D,) the user from their history (oldest first; the last ``history_length`` count)."""
-        recent = history[-self.history_length :]
+        recent = history[max(0, len(history) - self.history_length) :]  # history_length=0: none
         n = self.history_length
         items = torch.zeros(1, n, dtype=torch.long)
         mask = torch.zeros(1, n, dtype=torch.bool)
@@ -145,7 +145,7 @@ class Recommender:
         ):
             modalities["item_id"] = round(score - float(user @ self._item_embedding(position, use_ids=False)), 6)
         contributions = []
-        recent = history[-self.history_length :]
+        recent = history[max(0, len(history) - self.history_length) :]  # history_length=0: none
         for j, h in enumerate(recent):
             without = self.embed_user(recent[:j] + recent[j + 1 :], user_id)
             contributions.append(

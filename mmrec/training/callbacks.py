@@ -1,13 +1,17 @@
-"""Lightning callbacks for what researchers read in W&B: throughput and sample recommendations."""
+"""Lightning callbacks for what researchers read: throughput, sample recommendations, top-K lists."""
 
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import lightning as L
 import numpy as np
+import pandas as pd
 import torch
+
+from mmrec.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,60 @@ class Throughput(L.Callback):
             },
             sync_dist=False,
         )
+
+
+def top_unseen(last: dict, start: int, stop: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores and catalogue indices (rows start..stop of the last evaluation's users, K) of the top-K
+    items each user has not seen, as the evaluator ranks them."""
+    items, users, es = last["items"], last["users"], last["eval_set"]
+    scores = users[start:stop].float() @ items.float().T
+    seen = es.seen.dense(start, stop, len(items))
+    top = scores.masked_fill(seen, float("-inf")).topk(min(k, len(items)), dim=1)
+    return top.values.cpu(), top.indices.cpu()
+
+
+class TopKLists(L.Callback):
+    """After test, writes every test user's top-K (seen items masked, as ranked for the metrics) to
+    ``dirpath/test_topk.csv``: user_id, rank, item_id, score, hit (a held-out test item), cold (an
+    item with no training interaction). Under DDP
+    each rank writes the users it ranked to ``test_topk.rank<r>.csv``."""
+
+    def __init__(self, dirpath: str, k: int = 20, chunk_users: int = 1024):
+        self.dirpath, self.k, self.chunk_users = Path(dirpath), k, chunk_users
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        last = getattr(pl_module, "last_eval", None)
+        if last is None or last["part"] != "test":
+            return
+        dataset, es = trainer.datamodule.dataset, last["eval_set"]
+        user_ids = np.array(sorted(set(dataset.interactions["user_id"])))
+        item_ids = dataset.items["item_id"].to_numpy()
+        cold = trainer.datamodule.indexed.cold_items
+        frames = []
+        for start in range(0, len(es), self.chunk_users):
+            stop = min(start + self.chunk_users, len(es))
+            scores, top = top_unseen(last, start, stop, self.k)
+            rows = torch.arange(start, stop)
+            hit = es.targets.select(rows).contains(
+                torch.arange(stop - start).repeat_interleave(top.shape[1]), top.flatten()
+            )
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "user_id": np.repeat(user_ids[es.users[start:stop].cpu().numpy()], top.shape[1]),
+                        "rank": np.tile(np.arange(1, top.shape[1] + 1), stop - start),
+                        "item_id": item_ids[top.flatten().numpy()],
+                        "score": scores.flatten().numpy().round(6),
+                        "hit": hit.cpu().numpy(),
+                        "cold": cold[top.flatten().numpy()],
+                    }
+                )
+            )
+        name = "test_topk.csv" if trainer.world_size == 1 else f"test_topk.rank{trainer.global_rank}.csv"
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.dirpath / name) as tmp:
+            pd.concat(frames).to_csv(tmp, index=False)
+        log.info("top-%d lists of %d test users written to %s", self.k, len(es), self.dirpath / name)
 
 
 def parameter_counts(module: torch.nn.Module) -> dict[str, int]:
@@ -92,12 +150,10 @@ class RecommendationTables(L.Callback):
         return image, audio
 
     def _user_table(self, wandb, last: dict, dataset):
-        items, users, es = last["items"], last["users"], last["eval_set"]
+        es = last["eval_set"]
         columns = ["user", "history", "rank", "item", "title", "keyframe", "audio", "hit"]
         table = wandb.Table(columns=columns)
-        scores = users[: self.users].float() @ items.float().T
-        seen = es.seen.dense(0, min(self.users, len(es)), len(items))
-        top = scores.masked_fill(seen, float("-inf")).topk(min(self.k, len(items)), dim=1).indices.cpu()
+        _, top = top_unseen(last, 0, min(self.users, len(es)), self.k)
         titles = dataset.items["title"].tolist()
         for r in range(len(top)):
             targets = set(es.targets.select(torch.tensor([r])).items.tolist())
@@ -123,8 +179,6 @@ class RecommendationTables(L.Callback):
         attributes = None
         path = dataset.root / "attributes.csv"
         if path.is_file():
-            import pandas as pd
-
             attributes = pd.read_csv(path, dtype=str).set_index("item_id")
         extra = list(attributes.columns) if attributes is not None else []
         dims = items.shape[1]

@@ -141,3 +141,16 @@ def test_bad_options_are_named(tiny_dataset, tmp_path):
         make_dm(tiny_dataset, tmp_path, featurizers={"text": None}, live_modalities=("image",))
     with pytest.raises(ValueError, match="data.batch_size must be a positive integer, got 'abc'"):
         make_dm(tiny_dataset, tmp_path, batch_size="abc")
+
+
+def test_train_batch_pins_every_tensor(dm, monkeypatch):
+    """data.pin_memory=true: the DataLoader calls TrainBatch.pin_memory, which must reach every
+    tensor, the item inputs included (page-locking itself needs CUDA, so it is recorded here)."""
+    batch = next(iter(dm.train_dataloader()))
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t: pinned.append(t) or t.clone())
+    out = batch.pin_memory()
+    tensors = [batch.user, batch.pos, batch.neg, batch.history, batch.history_mask, batch.items.index]
+    tensors += [t for d in (batch.items.inputs, batch.items.input_mask, batch.items.present) for t in d.values()]
+    assert len(pinned) == len(tensors) and all(any(p is t for p in pinned) for t in tensors)
+    assert torch.equal(out.neg, batch.neg) and out.items.inputs.keys() == batch.items.inputs.keys()

@@ -9,7 +9,7 @@ from PIL import Image
 
 from mmrec.data.media import load_audio, video_keyframes
 from mmrec.data.schema import load_native
-from mmrec.data.synthetic import PALETTES, PITCH_HZ, RHYTHMS, TOPICS
+from mmrec.data.synthetic import PALETTES, PITCH_HZ, RHYTHMS, TOPICS, ensure_generated
 
 
 def frames_of(root, row):
@@ -75,3 +75,31 @@ def test_wav_files_are_22k_mono(tiny_dataset):
     items = pd.read_csv(tiny_dataset / "items.csv", keep_default_na=False)
     info = sf.info(tiny_dataset / items.loc[items["audio"] != "", "audio"].iloc[0])
     assert info.samplerate == 22050 and info.channels == 1
+
+
+def test_cross_modal_taste_follows_pattern_and_rhythm(tiny_dataset):
+    """Users who like in-sync items (keyframe pattern matching the audio rhythm) pick far more of them."""
+    attrs = pd.read_csv(tiny_dataset / "attributes.csv").set_index("item_id")
+    assert (attrs["in_sync"] == (attrs["pattern"].map({"stripes": 0, "dots": 1}) == attrs["rhythm"])).all()
+    likes_sync = np.load(tiny_dataset / "user_preferences.npz")["likes_sync"]
+    inter = pd.read_csv(tiny_dataset / "interactions.csv")
+    share = inter.assign(sync=attrs.loc[inter["item_id"], "in_sync"].to_numpy()).groupby("user_id")["sync"].mean()
+    liked = likes_sync[share.index.str[1:].astype(int)]
+    assert 0 < liked.sum() < len(liked)
+    assert share[liked].mean() - share[~liked].mean() > 0.4
+
+
+def test_regenerates_only_its_own_stale_folder(tmp_path, caplog):
+    small = {"items": 20, "users": 3, "interactions_per_user": 6, "seed": 0}
+    root = ensure_generated(tmp_path / "synthetic", **small)
+    first = (root / "interactions.csv").read_text()
+    assert ensure_generated(root, **small) == root and (root / "interactions.csv").read_text() == first
+    ensure_generated(root, **{**small, "seed": 1})  # other options: generated again
+    assert json.loads((root / "manifest.json").read_text())["options"]["seed"] == 1
+    assert "generated with other options" in caplog.text
+    assert (root / "interactions.csv").read_text() != first
+    own = tmp_path / "mine"  # a folder this generator did not write is used as it is
+    own.mkdir()
+    (own / "items.csv").write_text("item_id,title\na,A\n")
+    ensure_generated(own, **small)
+    assert (own / "items.csv").read_text() == "item_id,title\na,A\n"

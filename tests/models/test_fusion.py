@@ -127,3 +127,53 @@ def test_unknown_fusion_and_bad_heads():
         build_fusion("sum", MODS, D)
     with pytest.raises(ValueError, match="not divisible by fusion.heads=3"):
         build_fusion("attn", MODS, D, heads=3)
+    with pytest.raises(ValueError, match="unknown fusion.pool 'max'"):
+        make(node_config("fusion", "fusion=attn", "fusion.pool=max"), "fusion", modalities=MODS, dim=D)
+
+
+def test_attention_pools_cls_or_modality_mean():
+    """pool=mean averages the present modalities' output tokens; pool=cls reads the [CLS] token."""
+    emb, present = inputs()
+    fusion = build_fusion("attn", MODS, D).eval()
+    outputs = []
+    fusion.transformer.register_forward_hook(lambda _m, _args, out: outputs.append(out))
+    mean = fusion(emb, present).embedding
+    fusion.pool = "cls"
+    cls = fusion(emb, present).embedding
+    out, mask = outputs[0], torch.stack([present[m] for m in MODS], dim=1)
+    expected = torch.stack([out[i, 1:][mask[i]].mean(0) for i in range(len(out))])
+    torch.testing.assert_close(mean, fusion.norm(expected))
+    torch.testing.assert_close(cls, fusion.norm(outputs[1][:, 0]))
+
+
+def xor_accuracy(name: str, steps: int = 150) -> float:
+    """Train a fusion plus a fixed user vector to score items by the XOR of an image bit and an
+    audio bit (the embedded dataset's cross-modal taste); the share of items ranked on the right side."""
+    torch.manual_seed(0)
+    fusion = build_fusion(name, ("audio", "image"), D, layers=1, heads=2).eval()  # no dropout: a clean probe
+    user = torch.nn.Parameter(torch.randn(D))
+    codes = torch.randn(2, 2, D)  # codes[modality][bit]
+    bits = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]]).repeat(16, 1)
+    emb = {"image": codes[0][bits[:, 0]], "audio": codes[1][bits[:, 1]]}
+    emb = {m: e + 0.1 * torch.randn_like(e) for m, e in emb.items()}
+    present = {m: torch.ones(len(bits), dtype=torch.bool) for m in emb}
+    target = (bits[:, 0] ^ bits[:, 1]).float()
+    optimiser = torch.optim.Adam([*fusion.parameters(), user], lr=1e-2)
+    for _ in range(steps):
+        score = fusion(emb, present).embedding @ user
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(score, target)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        score = fusion(emb, present).embedding @ user
+    return float(((score > score.median()) == target.bool()).float().mean())
+
+
+def test_only_non_additive_fusions_learn_a_cross_modal_xor():
+    """mean and late add per-modality terms, so their score is additive and cannot separate an XOR;
+    attn and concat combine the modalities non-linearly and do."""
+    for name in ("attn", "concat"):
+        assert xor_accuracy(name) == 1.0, name
+    for name in ("mean", "late"):
+        assert xor_accuracy(name) <= 0.75, name

@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch import nn
 
+from mmrec.models.adapt import ModalityEncoder
 from mmrec.models.fusion import GatedFusion, MeanFusion
 from mmrec.models.towers import ItemTower, ProjectionHead, UserTower, modality_dropout
 
@@ -125,3 +126,38 @@ def test_sequential_tower_is_causal_and_ignores_padding():
     changed = hist.clone()
     changed[1, 1] += torch.randn(16)  # an earlier real item still reaches the last position
     assert not torch.allclose(tower(changed, mask, torch.arange(2))[1], out[1])
+
+
+class _AttentionPool(nn.Module):
+    """A pooled encoder whose fully masked rows would come out NaN (PyTorch attention does that)."""
+
+    def __init__(self, dim: int = 8):
+        super().__init__()
+        self.attention = nn.MultiheadAttention(dim, 2, batch_first=True)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.attention(x[:, :1], x, x, key_padding_mask=~mask, need_weights=False)[0][:, 0]
+
+
+def test_modality_encoder_zeroes_absent_rows_without_nan_gradients():
+    torch.manual_seed(0)
+    encoder = ModalityEncoder(_AttentionPool(), 8, mode="full")
+    x = torch.randn(4, 5, 8)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    present = torch.tensor([True, False, True, False])
+    out = encoder(x, mask, present)
+    assert torch.equal(out[~present], torch.zeros(2, 8))
+    alone = encoder.encoder(x[present], mask[present])
+    torch.testing.assert_close(out[present], alone)
+    out.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in encoder.parameters())
+
+
+def test_user_tower_without_history_is_a_user_id_embedding():
+    """data.history_length=0: MF-style users from their ID alone; without an ID it is refused."""
+    tower = UserTower(dim=8, history_length=0, num_users=5, user_id=True, heads=2)
+    users = torch.tensor([0, 1, 0])
+    out = tower(torch.zeros(3, 0, 8), torch.zeros(3, 0, dtype=torch.bool), users)
+    assert out.shape == (3, 8) and torch.allclose(out[0], out[2]) and not torch.allclose(out[0], out[1])
+    with pytest.raises(ValueError, match="model.user_id=true"):
+        UserTower(dim=8, history_length=0, num_users=5, user_id=False, heads=2)

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from conftest import EXPERIMENTS
@@ -43,6 +44,12 @@ def test_short_training_writes_results_checkpoints_and_resumes(train_config, tmp
         "test_users_q1/ndcg@10",
     } <= set(written)
     assert (run / "config.yaml").read_text().count("fusion_gated") >= 1
+    # the top-20 lists behind the metrics: one list per test user, and their hits give hit@20
+    top = pd.read_csv(run / "test_topk.csv")
+    assert list(top.columns) == ["user_id", "rank", "item_id", "score", "hit", "cold"]
+    assert top.groupby("user_id").size().eq(20).all() and top["user_id"].nunique() == written["test/users"]
+    assert top.groupby("user_id")["hit"].any().mean() == pytest.approx(written["test/hit@20"], abs=1e-6)
+    assert (top.groupby("user_id")["score"].diff().dropna() <= 0).all()
     last = run / "checkpoints" / "last.ckpt"
     ckpt = torch.load(last, map_location="cpu", weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["mmrec_config"]["run_name"] == "fusion_gated"
