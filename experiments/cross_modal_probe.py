@@ -62,7 +62,17 @@ def agreement(pairs: pd.DataFrame, attributes: pd.DataFrame, tastes: pd.DataFram
 
 
 def mean_std(rows: list[dict[str, float]]) -> list[str]:
-    return [f"{np.nanmean([r[c] for r in rows]):.3f} ± {np.nanstd([r[c] for r in rows]):.3f}" for c in COLUMNS]
+    """Mean ± sample standard deviation over seeds (as mmrec.report; 0 for one seed), per column."""
+    cells = []
+    for c in COLUMNS:
+        values = np.array([r[c] for r in rows], dtype=float)
+        values = values[~np.isnan(values)]
+        if not len(values):
+            cells.append("")
+            continue
+        std = values.std(ddof=1) if len(values) > 1 else 0.0
+        cells.append(f"{values.mean():.3f} ± {std:.3f}")
+    return cells
 
 
 def main(argv: list[str] | None = None) -> None:
