@@ -57,8 +57,8 @@ def top_unseen(last: dict, start: int, stop: int, k: int) -> tuple[torch.Tensor,
 class TopKLists(L.Callback):
     """After test, writes every test user's top-K (seen items masked, as ranked for the metrics) to
     ``dirpath/test_topk.csv``: user_id, rank, item_id, score, hit (a held-out test item), cold (an
-    item with no training interaction). Under DDP
-    each rank writes the users it ranked to ``test_topk.rank<r>.csv``."""
+    item with no training interaction). Under DDP each rank writes the users it ranked to
+    ``test_topk.rank<r>.csv``. User ids follow the datamodule's user index (sorted ids)."""
 
     def __init__(self, dirpath: str, k: int = 20, chunk_users: int = 1024):
         self.dirpath, self.k, self.chunk_users = Path(dirpath), k, chunk_users
