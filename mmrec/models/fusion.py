@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmrec.models.adapt import masked_mean
+
 
 @dataclass
 class FusionOutput:
@@ -151,5 +153,4 @@ class AttentionFusion(nn.Module):
         out = self.transformer(tokens, src_key_padding_mask=padding)
         if self.pool == "cls":
             return FusionOutput(self.norm(out[:, 0]))
-        weights = mask.to(out.dtype) / mask.sum(1, keepdim=True)
-        return FusionOutput(self.norm((weights.unsqueeze(-1) * out[:, 1:]).sum(1)))
+        return FusionOutput(self.norm(masked_mean(out[:, 1:], mask)))
