@@ -145,6 +145,12 @@ def build_objective(cfg: DictConfig) -> Objective:
 def build(cfg: DictConfig) -> tuple[RecDataModule, RecModule]:
     """The datamodule (prepared and set up) and the LightningModule for a composed config."""
     check_config(cfg)
+    objective = build_objective(cfg)
+    if cfg.data.num_negatives == 0 and objective.needs_negatives:
+        raise ValueError(
+            f"data.num_negatives=0 but loss term(s) {objective.needs_negatives} score sampled negatives: "
+            "set their weight to 0 (the in-batch softmax needs none) or data.num_negatives >= 1"
+        )
     encoders = encoder_configs(cfg)
     dm = build_datamodule(cfg, encoders)
     dm.prepare_data()
@@ -161,7 +167,7 @@ def build(cfg: DictConfig) -> tuple[RecDataModule, RecModule]:
     evaluator = instantiate(cfg.eval.evaluator, _partial_=True, _convert_="all")
     module = RecModule(
         model,
-        build_objective(cfg),
+        objective,
         instantiate(cfg.optimizer),
         dm.stats(),
         {p: dm.eval_set(p) for p in ("valid", "test")},

@@ -27,6 +27,7 @@ from mmrec.data.csr import CSR, PairSet
 from mmrec.data.features import ItemMediaDataset
 from mmrec.data.resumable import EpochLoader, EpochSampler
 from mmrec.data.schema import RecDataset
+from mmrec.data.shards import sharded
 from mmrec.data.splits import Split, make_split
 from mmrec.modalities import Featurizer
 
@@ -39,7 +40,7 @@ TEST_HISTORIES = ("train", "train_valid")
 class IndexedSplit:
     """A split with ids turned into catalogue/user indices and per-user time-ordered sequences."""
 
-    num_users: int
+    user_ids: np.ndarray  # (U,) the dataset's user ids, sorted: user index u is user_ids[u]
     sequences: dict[str, list[np.ndarray]]  # part -> per-user item indices in time order
     times: dict[str, list[np.ndarray]]  # part -> per-user timestamps, aligned with ``sequences``
     cold_items: np.ndarray  # (num_items,) bool: never seen in training
@@ -62,7 +63,11 @@ class IndexedSplit:
         cold = np.ones(dataset.num_items, dtype=bool)
         for seq in sequences["train"]:
             cold[seq] = False
-        return cls(len(users), sequences, times, cold)
+        return cls(np.array(users), sequences, times, cold)
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_ids)
 
     def merged(self, user: int, parts: tuple[str, ...]) -> np.ndarray:
         """User ``user``'s items of ``parts`` merged in time order (stable: earlier parts first on ties)."""
@@ -110,6 +115,7 @@ class RecDataModule(L.LightningDataModule):
         seed: int = 0,
         processed_dir: str = ".cache/mmrec",
         allow_external_media: bool = False,
+        media_shards: bool = False,
     ):
         super().__init__()
         featurizers = dict(featurizers or {})
@@ -135,8 +141,11 @@ class RecDataModule(L.LightningDataModule):
             raise ValueError(
                 f"data.history_length must be a non-negative integer (0: no history), got {history_length!r}"
             )
+        if not isinstance(num_negatives, int) or num_negatives < 0:
+            raise ValueError(
+                f"data.num_negatives must be a non-negative integer (0: none sampled), got {num_negatives!r}"
+            )
         for name, value in (
-            ("num_negatives", num_negatives),
             ("batch_size", batch_size),
             ("eval_batch_size", eval_batch_size),
         ):
@@ -148,6 +157,7 @@ class RecDataModule(L.LightningDataModule):
         self.num_negatives, self.batch_size, self.eval_batch_size = num_negatives, batch_size, eval_batch_size
         self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
         self.processed_dir, self.allow_external_media = Path(processed_dir), allow_external_media
+        self.media_shards = media_shards
         self.dataset: RecDataset | None = None
 
     @property
@@ -167,6 +177,8 @@ class RecDataModule(L.LightningDataModule):
         self.split = self._load_or_make_split()
         self.indexed = IndexedSplit.build(self.dataset, self.split)
         self.featurizers = {m: make(dataset=self.dataset) for m, make in sorted(self.featurizer_factories.items())}
+        if self.media_shards:
+            self.use_media_shards(self.live_modalities)
         counts = np.bincount(np.concatenate(self.indexed.sequences["train"]), minlength=self.num_items)
         self.item_train_counts = torch.from_numpy(counts)
         log.info(
@@ -180,6 +192,15 @@ class RecDataModule(L.LightningDataModule):
             len(self.split.test),
             self.history_mode,
         )
+
+    def use_media_shards(self, modalities: tuple[str, ...]) -> None:
+        """Read ``modalities`` (those that decode media files) from media shards, decoding them first if absent."""
+        for m in modalities:
+            if self.featurizers[m].media_files():  # text and tags are in memory already
+                name = f"{self.dataset.name}-{m}-{self.fingerprint(m)}"
+                self.featurizers[m] = sharded(
+                    self.featurizers[m], self.num_items, self.processed_dir / "shards", name, self.num_workers, m
+                )
 
     def _load_or_make_split(self) -> Split:
         """The split for these arguments, read from ``processed_dir`` when it was made before."""

@@ -34,5 +34,7 @@ def valid_negatives(out: TwoTowerOutput) -> torch.Tensor:
 class PointwiseBCE:
     """The BCE term: the model's pointwise scorer on the positive and the sampled negatives."""
 
+    needs_negatives = True
+
     def __call__(self, out: TwoTowerOutput) -> torch.Tensor:
         return pointwise_bce(out.pos_logits, out.neg_logits, valid_negatives(out))

@@ -27,6 +27,11 @@ class Objective:
             raise ValueError(f"loss weights must be numbers >= 0, not all 0; got {dict(weights)}")
         self.terms, self.weights = dict(sorted(terms.items())), dict(weights)
 
+    @property
+    def needs_negatives(self) -> list[str]:
+        """The terms (weight > 0) that score sampled negatives, so need ``data.num_negatives >= 1``."""
+        return [n for n, t in self.terms.items() if self.weights[n] > 0 and getattr(t, "needs_negatives", False)]
+
     def __call__(self, out: TwoTowerOutput) -> dict[str, torch.Tensor]:
         """{'loss': the weighted total, name: each term's value} for every term with weight > 0."""
         values = {name: term(out) for name, term in self.terms.items() if self.weights[name] > 0}

@@ -1,10 +1,12 @@
 """The audio modality: an ``audio`` file (or a ``video``'s audio track), a fixed window resampled
 to the model's rate, and a wav2vec2-style model (torchaudio or Hugging Face) with masked pooling
-over time."""
+over time. The featurizer's window is 16-bit PCM; the encoder turns it into floats on the device
+(half the bytes of float32 through the loader, the GPU copy and the media shards)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -15,14 +17,21 @@ from torch.utils.checkpoint import checkpoint
 from mmrec.data.media import MediaError, load_audio
 from mmrec.data.schema import RecDataset
 from mmrec.modalities import Feature
-from mmrec.modalities.text import load_pretrained
+from mmrec.modalities.text import check_attn_implementation, load_pretrained
 from mmrec.models.adapt import ModalityEncoder, apply_training_mode, masked_mean
 
 NO_AUDIO_STREAM = "no audio stream"
+PCM_SCALE = 32767.0  # float samples in [-1, 1] <-> int16
+
+
+def to_pcm16(wave: torch.Tensor) -> torch.Tensor:
+    """(T,) float samples -> int16 PCM; samples beyond [-1, 1] are clipped, as a 16-bit file would be."""
+    return (wave.clamp(-1.0, 1.0) * PCM_SCALE).round().to(torch.int16)
 
 
 class AudioFeaturizer:
-    """The first ``seconds`` of an item's audio, mono at ``sample_rate``, zero-padded with a sample mask."""
+    """The first ``seconds`` of an item's audio, mono at ``sample_rate``, int16 PCM, zero-padded with a
+    sample mask."""
 
     def __init__(self, dataset: RecDataset, sample_rate: int = 16000, seconds: float = 1.0):
         if sample_rate <= 0 or seconds <= 0:
@@ -42,10 +51,10 @@ class AudioFeaturizer:
             except MediaError as err:
                 if not (err.reason == NO_AUDIO_STREAM and not row.audio):  # a silent video simply has no audio
                     problems.append(str(err))
-        return Feature(wave, torch.arange(self.samples) < length, length > 0)
+        return Feature(to_pcm16(wave), torch.arange(self.samples) < length, length > 0)
 
     def settings(self) -> dict:
-        return {"sample_rate": self.sample_rate, "seconds": self.seconds}
+        return {"sample_rate": self.sample_rate, "seconds": self.seconds, "samples": "int16"}
 
     def media_files(self) -> list[Path]:
         items = self.dataset.items
@@ -59,7 +68,7 @@ BACKENDS = ("torchaudio", "hf")
 
 
 class AudioBackbone(nn.Module):
-    """(B, T) waveform + (B, T) sample mask (True on real samples) -> (B, D).
+    """(B, T) int16 PCM waveform + (B, T) sample mask (True on real samples) -> (B, D).
 
     Pooling covers only the output frames computed from real samples, so padding never
     changes an item's embedding.
@@ -70,6 +79,9 @@ class AudioBackbone(nn.Module):
         self.model, self.backend = model, backend
 
     def forward(self, waveform: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if waveform.dtype != torch.int16:
+            raise TypeError(f"audio must be int16 PCM (AudioFeaturizer's output), got {waveform.dtype}")
+        waveform = waveform.float() / PCM_SCALE
         lengths = mask.sum(1)
         if self.backend == "torchaudio":
             # torchaudio masks attention beyond ``lengths``; the conv front end sees only zeros there.
@@ -130,15 +142,22 @@ def build_encoder(
     lora_r: int = 8,
     lora_alpha: int = 16,
     gradient_checkpointing: bool = False,
+    attn_implementation: str = "sdpa",
 ) -> ModalityEncoder:
     """Build the audio ModalityEncoder.
 
     torchaudio: ``architecture`` (wav2vec2_model kwargs, random init) or ``bundle`` (+ optional
-    local ``checkpoint_path``). hf: ``Wav2Vec2Model.from_pretrained(name_or_path)``, hub id or folder.
+    local ``checkpoint_path``); its attention is PyTorch's SDPA. hf: ``Wav2Vec2Model.from_pretrained
+    (name_or_path)``, hub id or folder, with transformers' ``attn_implementation`` kernel.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown audio backend '{backend}': expected one of {BACKENDS}")
     if backend == "torchaudio":
+        if attn_implementation != "sdpa":
+            raise ValueError(
+                f"encoder.audio.attn_implementation '{attn_implementation}' needs backend=hf: torchaudio's "
+                "wav2vec2 always uses PyTorch's SDPA"
+            )
         model = _torchaudio_model(bundle, checkpoint_path, architecture)
         width = model.encoder.transformer.layers[0].attention.embed_dim
         if gradient_checkpointing:
@@ -150,12 +169,15 @@ def build_encoder(
 
         if not name_or_path:
             raise ValueError("encoder.audio.name_or_path is required for backend=hf")
+        check_attn_implementation(attn_implementation, "encoder.audio")
         if pretrained:
-            model = load_pretrained(Wav2Vec2Model.from_pretrained, name_or_path, "wav2vec2 model")
+            load = partial(Wav2Vec2Model.from_pretrained, attn_implementation=attn_implementation)
+            model = load_pretrained(load, name_or_path, "wav2vec2 model")
         else:  # the architecture only (e.g. an export bundle, whose weights are loaded afterwards)
-            from transformers import Wav2Vec2Config
+            from transformers import AutoModel, Wav2Vec2Config
 
-            model = Wav2Vec2Model(load_pretrained(Wav2Vec2Config.from_pretrained, name_or_path, "wav2vec2 config"))
+            config = load_pretrained(Wav2Vec2Config.from_pretrained, name_or_path, "wav2vec2 config")
+            model = AutoModel.from_config(config, attn_implementation=attn_implementation)
         width = model.config.hidden_size
         if gradient_checkpointing:
             model.gradient_checkpointing_enable()

@@ -1,6 +1,10 @@
 """The image modality: keyframes or cover images (an ``image`` column of paths, or frames decoded
 from a ``video``), preprocessed as the open_clip model expects, encoded by its image tower and
-pooled over frames by mean or attention."""
+pooled over frames by mean or attention.
+
+The featurizer resizes and crops to uint8 pixels; scaling and mean/std normalisation run in the
+encoder, on the device: a batch crosses to the GPU (and sits in the media shards) at a quarter of
+its float32 size."""
 
 from __future__ import annotations
 
@@ -9,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import open_clip
 import torch
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 from torch import nn
+from torchvision.transforms import Compose, PILToTensor
 
 from mmrec.data.media import MediaError, load_image, video_keyframes
 from mmrec.data.schema import IMAGE_SEPARATOR, RecDataset
@@ -52,6 +58,14 @@ def preprocess_config(model_name: str, pretrained: str | None) -> PreprocessCfg:
     return PreprocessCfg(**merge_preprocess_dict(PreprocessCfg(), overlay))
 
 
+def pixel_transform(preprocess: PreprocessCfg) -> Compose:
+    """open_clip's eval transform for ``preprocess`` up to its pixels: resize, crop and RGB, then
+    uint8 (3, H, W); its ToTensor scaling and Normalize are left to ImageBackbone."""
+    steps = image_transform_v2(preprocess, is_train=False).transforms
+    kept = [t for t in steps if type(t).__name__ not in ("MaybeToTensor", "ToTensor", "Normalize")]
+    return Compose([*kept, PILToTensor()])
+
+
 class ImageFeaturizer:
     """Up to ``num_frames`` frames per item: its images (evenly picked) or else its video's keyframes."""
 
@@ -60,7 +74,7 @@ class ImageFeaturizer:
             raise ValueError(f"encoder.image.featurizer.num_frames must be >= 1, got {num_frames}")
         self.dataset, self.num_frames = dataset, num_frames
         self.preprocess = preprocess_config(model_name, pretrained)
-        self.transform = image_transform_v2(self.preprocess, is_train=False)
+        self.transform = pixel_transform(self.preprocess)
         self.size = self.preprocess.size if isinstance(self.preprocess.size, int) else self.preprocess.size[0]
 
     def _frames(self, row, problems: list[str]) -> list:
@@ -81,14 +95,14 @@ class ImageFeaturizer:
         return frames
 
     def __call__(self, index: int, problems: list[str]) -> Feature:
-        pixels = torch.zeros(self.num_frames, 3, self.size, self.size)
+        pixels = torch.zeros(self.num_frames, 3, self.size, self.size, dtype=torch.uint8)
         mask = torch.zeros(self.num_frames, dtype=torch.bool)
         for k, frame in enumerate(self._frames(self.dataset.items.iloc[index], problems)[: self.num_frames]):
             pixels[k], mask[k] = self.transform(frame), True
         return Feature(pixels, mask, bool(mask.any()))
 
     def settings(self) -> dict:
-        return {"num_frames": self.num_frames, "preprocess": repr(self.preprocess)}
+        return {"num_frames": self.num_frames, "preprocess": repr(self.preprocess), "pixels": "uint8"}
 
     def media_files(self) -> list[Path]:
         items = self.dataset.items
@@ -114,17 +128,31 @@ class FrameAttentionPool(nn.Module):
 
 
 class ImageBackbone(nn.Module):
-    """(B, F, 3, H, W) frames + (B, F) frame mask -> (B, D); only real frames are encoded."""
+    """(B, F, 3, H, W) uint8 RGB frames + (B, F) frame mask -> (B, D); only real frames are encoded,
+    after scaling to [0, 1] and normalising by the model's ``mean`` and ``std``."""
 
-    def __init__(self, visual: nn.Module, output_dim: int, frame_pooling: str):
+    def __init__(
+        self,
+        visual: nn.Module,
+        output_dim: int,
+        frame_pooling: str,
+        mean: tuple[float, ...] = OPENAI_DATASET_MEAN,
+        std: tuple[float, ...] = OPENAI_DATASET_STD,
+    ):
         super().__init__()
         if frame_pooling not in FRAME_POOLINGS:
             raise ValueError(f"unknown frame pooling '{frame_pooling}': expected one of {FRAME_POOLINGS}")
         self.visual = visual
         self.pool = FrameAttentionPool(output_dim) if frame_pooling == "attn" else None
+        # derived from the config, so not saved: bundles and checkpoints hold weights only
+        self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(std).view(1, 3, 1, 1)), persistent=False)
+        self.register_buffer("shift", (torch.tensor(mean) / torch.tensor(std)).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        encoded = self.visual(frames[mask])  # (n_real_frames, D)
+        if frames.dtype != torch.uint8:
+            raise TypeError(f"image frames must be uint8 pixels (ImageFeaturizer's output), got {frames.dtype}")
+        real = frames[mask].float() * self.scale - self.shift  # (n_real_frames, 3, H, W): (x / 255 - mean) / std
+        encoded = self.visual(real)  # (n_real_frames, D)
         per_frame = encoded.new_zeros(*mask.shape, encoded.shape[-1])
         per_frame[mask] = encoded
         return masked_mean(per_frame, mask) if self.pool is None else self.pool(per_frame, mask)
@@ -163,4 +191,6 @@ def build_encoder(
     if gradient_checkpointing:
         visual.set_grad_checkpointing(True)
     visual = apply_training_mode(visual, mode, list(lora_targets), lora_r, lora_alpha)
-    return ModalityEncoder(ImageBackbone(visual, visual.output_dim, frame_pooling), visual.output_dim, mode)
+    preprocess = preprocess_config(model_name, pretrained) if not model_name.startswith("hf-hub:") else PreprocessCfg()
+    backbone = ImageBackbone(visual, visual.output_dim, frame_pooling, preprocess.mean, preprocess.std)
+    return ModalityEncoder(backbone, visual.output_dim, mode)

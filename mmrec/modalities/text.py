@@ -4,6 +4,7 @@ with CLS or masked-mean pooling."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -40,6 +41,9 @@ class TextBackbone(nn.Module):
         return hidden[:, 0] if self.pooling == "cls" else masked_mean(hidden, attention_mask)
 
 
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+
+
 def load_pretrained(loader, name_or_path: str, what: str):
     """Call a ``from_pretrained``-style loader; a failure names the id and how to use a local copy."""
     try:
@@ -53,6 +57,12 @@ def load_pretrained(loader, name_or_path: str, what: str):
             f"reachable (`huggingface-cli download {name_or_path} --local-dir DIR`) and set name_or_path=DIR"
         )
         raise OSError(f"cannot load {what} '{name_or_path}': {hint}. ({err})") from err
+
+
+def check_attn_implementation(name: str, where: str) -> None:
+    """Refuse an unknown transformers attention kernel before any model is loaded."""
+    if name not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"unknown {where}.attn_implementation '{name}': expected one of {ATTN_IMPLEMENTATIONS}")
 
 
 def item_text(values: Sequence[str]) -> str:
@@ -114,14 +124,20 @@ def build_encoder(
     lora_r: int = 8,
     lora_alpha: int = 16,
     gradient_checkpointing: bool = False,
+    attn_implementation: str = "sdpa",
 ) -> ModalityEncoder:
     """Build the text ModalityEncoder. With ``pretrained=False`` the architecture of
-    ``name_or_path`` (plus ``config_overrides``, e.g. a tiny width) is initialised at random."""
+    ``name_or_path`` (plus ``config_overrides``, e.g. a tiny width) is initialised at random.
+    ``attn_implementation``: transformers' attention kernel (sdpa: PyTorch's fused attention,
+    flash/memory-efficient on GPUs; eager; flash_attention_2 where the flash-attn package is installed)."""
     from transformers import AutoConfig, AutoModel
 
+    check_attn_implementation(attn_implementation, "encoder.text")
     path = resolve_text_model(name_or_path)
     if pretrained:
-        model = load_pretrained(AutoModel.from_pretrained, path, "text model")
+        model = load_pretrained(
+            partial(AutoModel.from_pretrained, attn_implementation=attn_implementation), path, "text model"
+        )
         if config_overrides:
             raise ValueError("encoder.text.config_overrides only applies with pretrained=false (random init)")
     else:
@@ -130,7 +146,7 @@ def build_encoder(
             if not hasattr(config, key):
                 raise ValueError(f"encoder.text.config_overrides: '{key}' is not a field of {type(config).__name__}")
             setattr(config, key, value)
-        model = AutoModel.from_config(config)
+        model = AutoModel.from_config(config, attn_implementation=attn_implementation)
     if getattr(model, "pooler", None) is not None:
         model.pooler = None  # unused (we pool hidden states); unused trainable weights break DDP
     if gradient_checkpointing:

@@ -133,8 +133,7 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, index: str = "flat", o
         save_model(module.model, str(tmp))
     with atomic_path(out / "index.faiss") as tmp:
         write_index(build_index(embeddings.numpy(), index), str(tmp))
-    users = sorted(set(dm.dataset.interactions["user_id"]))
-    write_text(out / "users.json", json.dumps(users))
+    write_text(out / "users.json", json.dumps(dm.indexed.user_ids.tolist()))
     write_text(out / "encoders.json", json.dumps(encoders, indent=2))
     write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
     metrics_file = ckpt_path.resolve().parent.parent / "metrics.json"

@@ -58,7 +58,7 @@ class TopKLists(L.Callback):
     """After test, writes every test user's top-K (seen items masked, as ranked for the metrics) to
     ``dirpath/test_topk.csv``: user_id, rank, item_id, score, hit (a held-out test item), cold (an
     item with no training interaction). Under DDP each rank writes the users it ranked to
-    ``test_topk.rank<r>.csv``. User ids follow the datamodule's user index (sorted ids)."""
+    ``test_topk.rank<r>.csv``."""
 
     def __init__(self, dirpath: str, k: int = 20, chunk_users: int = 1024):
         self.dirpath, self.k, self.chunk_users = Path(dirpath), k, chunk_users
@@ -67,10 +67,8 @@ class TopKLists(L.Callback):
         last = getattr(pl_module, "last_eval", None)
         if last is None or last["part"] != "test":
             return
-        dataset, es = trainer.datamodule.dataset, last["eval_set"]
-        user_ids = np.array(sorted(set(dataset.interactions["user_id"])))
-        item_ids = dataset.items["item_id"].to_numpy()
-        cold = trainer.datamodule.indexed.cold_items
+        indexed, es = trainer.datamodule.indexed, last["eval_set"]
+        item_ids = trainer.datamodule.dataset.items["item_id"].to_numpy()
         frames = []
         for start in range(0, len(es), self.chunk_users):
             stop = min(start + self.chunk_users, len(es))
@@ -82,12 +80,12 @@ class TopKLists(L.Callback):
             frames.append(
                 pd.DataFrame(
                     {
-                        "user_id": np.repeat(user_ids[es.users[start:stop].cpu().numpy()], top.shape[1]),
+                        "user_id": np.repeat(indexed.user_ids[es.users[start:stop].cpu().numpy()], top.shape[1]),
                         "rank": np.tile(np.arange(1, top.shape[1] + 1), stop - start),
                         "item_id": item_ids[top.flatten().numpy()],
                         "score": scores.flatten().numpy().round(6),
                         "hit": hit.cpu().numpy(),
-                        "cold": cold[top.flatten().numpy()],
+                        "cold": indexed.cold_items[top.flatten().numpy()],
                     }
                 )
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
+from functools import partial
 
 import lightning as L
 import torch
@@ -275,6 +276,16 @@ class RecModule(L.LightningModule):
         self._finish_eval("test")
 
     # -- optimisation ----------------------------------------------------------------------------
+    def build_optimizer(self, param_groups: list[dict]) -> torch.optim.Optimizer:
+        """The configured optimiser; ``optimizer.fused=auto`` is the fused (single-kernel) update when
+        every parameter is on a GPU (Lightning moves the model before configure_optimizers),
+        PyTorch's default (foreach) otherwise."""
+        factory = self.optimizer_factory
+        if factory.keywords.get("fused") == "auto":
+            on_gpu = all(p.is_cuda for group in param_groups for p in group["params"])
+            factory = partial(factory, fused=True if on_gpu else None)
+        return factory(param_groups)
+
     def configure_optimizers(self):
         """AdamW groups: encoders at ``lr * encoder_lr_scale``; no weight decay on norms, biases,
         embeddings and scalars. Linear warmup, then cosine decay to zero."""
@@ -294,7 +305,7 @@ class RecModule(L.LightningModule):
             }
             for (enc, no_decay), params in sorted(groups.items())
         ]
-        optimizer = self.optimizer_factory(param_groups)
+        optimizer = self.build_optimizer(param_groups)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(self.warmup_ratio * total)
 

@@ -67,6 +67,15 @@ def test_train_batch_shapes_masks_and_item_mapping(dm):
             assert not batch.history_mask[b][: 4 - len(hist)].any()  # padding on the left
 
 
+def test_user_index_maps_to_the_datasets_user_ids(dm):
+    s, inter = dm.indexed, dm.dataset.interactions
+    assert s.user_ids.tolist() == sorted(set(inter["user_id"])) and s.num_users == len(s.user_ids)
+    item_ids = dm.dataset.items["item_id"].to_numpy()
+    for u in (0, s.num_users // 2, s.num_users - 1):  # user index u's training items are user_ids[u]'s interactions
+        mine = set(inter.loc[inter["user_id"] == s.user_ids[u], "item_id"])
+        assert set(item_ids[s.sequences["train"][u]]) <= mine and len(s.sequences["train"][u]) > 0
+
+
 def test_negatives_never_cold(dm):
     torch.manual_seed(1)
     cold = set(np.flatnonzero(dm.indexed.cold_items).tolist())

@@ -14,13 +14,13 @@ def text_inputs(b=3, length=12):
 
 def image_inputs(b=3, frames=3, size=32):
     mask = torch.tensor([[True, True, True], [True, False, False], [True, True, False]])[:b, :frames]
-    return torch.randn(b, frames, 3, size, size), mask
+    return torch.randint(0, 256, (b, frames, 3, size, size), dtype=torch.uint8), mask
 
 
 def audio_inputs(b=3, samples=4000):
     mask = torch.ones(b, samples, dtype=torch.bool)
     mask[1, 2500:] = False
-    return torch.randn(b, samples) * 0.1, mask
+    return torch.randint(-3000, 3000, (b, samples), dtype=torch.int16), mask
 
 
 INPUTS = {"text": text_inputs, "image": image_inputs, "audio": audio_inputs}
@@ -38,7 +38,7 @@ def test_tiny_preset_shapes_and_absent_rows(modality):
     assert torch.all(out[2] == 0) and out[:2].abs().sum() > 0
     # an absent item's inputs never reach the model
     x2 = x.clone()
-    x2[2] = x2[2] + 5 if x2.dtype.is_floating_point else x2[2]
+    x2[2] = x2[2] + 5 if modality != "text" else x2[2]
     assert torch.equal(enc(x2, mask, present), out)
 
 
@@ -52,7 +52,7 @@ def test_padding_values_do_not_change_output(modality):
     if modality == "text":
         changed[~mask] = 1234
     else:
-        changed[~mask] = torch.randn_like(changed[~mask]) * 3
+        changed[~mask] = torch.randint_like(changed[~mask], 0, 200)
     torch.testing.assert_close(enc(changed, mask, present), enc(x, mask, present), rtol=1e-5, atol=1e-5)
 
 
@@ -167,3 +167,67 @@ def test_offline_hub_id_gives_mmrecs_message_for_the_tokenizer_too(tmp_path, mon
         r"--local-dir DIR.*name_or_path=DIR",
     ):
         TextFeaturizer(ds, tokenizer="bert-base-uncased")
+
+
+def attention_ops(enc, modality: str) -> set[str]:
+    """The attention ops one training forward + backward of ``enc`` runs (PyTorch profiler names)."""
+    x, mask = INPUTS[modality]()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        enc.train()(x, mask, torch.ones(3, dtype=torch.bool)).sum().backward()
+    return {e.key for e in prof.key_averages() if "attention" in e.key or e.key == "aten::bmm"}
+
+
+@pytest.mark.parametrize("modality", ["text", "image", "audio"])
+def test_every_encoder_attends_through_sdpa(modality):
+    """PyTorch's fused attention (flash / memory-efficient kernels on GPUs) in all three towers."""
+    ops = attention_ops(build_encoder(modality, "tiny", mode="full"), modality)
+    assert "aten::scaled_dot_product_attention" in ops, ops
+
+
+def test_text_attention_kernel_is_a_config_value():
+    ops = attention_ops(build_encoder("text", "tiny", mode="full", attn_implementation="eager"), "text")
+    assert "aten::scaled_dot_product_attention" not in ops and "aten::bmm" in ops  # eager: matmul, softmax, matmul
+    with pytest.raises(ValueError, match="encoder.text.attn_implementation 'fast'"):
+        build_encoder("text", "tiny", attn_implementation="fast")
+    with pytest.raises(ValueError, match="needs backend=hf"):
+        build_encoder("audio", "tiny", attn_implementation="eager")
+
+
+def test_pixels_travel_as_uint8_and_are_normalised_as_open_clip_does():
+    from open_clip.transform import image_transform_v2
+    from PIL import Image
+
+    from mmrec.modalities.image import ImageBackbone, pixel_transform, preprocess_config
+
+    preprocess = preprocess_config("ViT-B-32", "openai")  # mean/std/size from the tag, no weights needed
+    image = Image.fromarray(torch.randint(0, 256, (300, 400, 3), dtype=torch.uint8).numpy())
+    pixels = pixel_transform(preprocess)(image)
+    assert pixels.dtype == torch.uint8 and pixels.shape == (3, 224, 224)
+    seen = []
+    backbone = ImageBackbone(
+        lambda x: seen.append(x) or x.flatten(1)[:, :4], 4, "mean", preprocess.mean, preprocess.std
+    )
+    backbone(pixels[None, None], torch.ones(1, 1, dtype=torch.bool))
+    expected = image_transform_v2(preprocess, is_train=False)(image)  # open_clip's float pipeline
+    torch.testing.assert_close(seen[0][0], expected, rtol=0, atol=1e-5)
+    with pytest.raises(TypeError, match="uint8"):
+        backbone(pixels[None, None].float(), torch.ones(1, 1, dtype=torch.bool))
+
+
+def test_audio_travels_as_int16_pcm():
+    from mmrec.modalities.audio import AudioBackbone, to_pcm16
+
+    wave = torch.tensor([0.0, 0.5, -0.5, 1.0, -1.0, 1.7, -3.0])
+    pcm = to_pcm16(wave)
+    assert pcm.dtype == torch.int16 and pcm.tolist() == [0, 16384, -16384, 32767, -32767, 32767, -32767]
+    seen = []
+
+    class Model(torch.nn.Module):
+        def forward(self, x, lengths):
+            seen.append(x)
+            return x.unsqueeze(-1), lengths
+
+    AudioBackbone(Model(), "torchaudio")(pcm[None], torch.ones(1, 7, dtype=torch.bool))
+    torch.testing.assert_close(seen[0][0], wave.clamp(-1, 1), rtol=0, atol=1 / 32767)
+    with pytest.raises(TypeError, match="int16"):
+        AudioBackbone(Model(), "torchaudio")(wave[None], torch.ones(1, 7, dtype=torch.bool))

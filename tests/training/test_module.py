@@ -59,3 +59,36 @@ def test_interacted_lookup():
     got = known.contains(torch.tensor([[0], [1], [4]]), torch.tensor([[3, 0, 9]]))
     assert got.tolist() == [[True, False, False], [False, True, False], [False, False, True]]
     assert not known.contains(torch.tensor([0]), torch.tensor([13])).any()  # beyond the stride: never a member
+
+
+def test_no_sampled_negatives_when_only_the_in_batch_softmax_trains(train_config):
+    dm, m = build(train_config("+experiment=text_only", "data.num_negatives=0", "loss.bce.weight=0"))
+    batch = next(iter(dm.train_dataloader()))
+    b = len(batch.user)
+    assert batch.neg.shape == (b, 0)
+    # the batch's items are the positives and histories only
+    assert set(batch.items.index.tolist()) == set(
+        batch.items.index[torch.cat([batch.pos, batch.history[batch.history_mask]])].tolist()
+    )
+    m._trainer = SimpleNamespace(estimated_stepping_batches=10)
+    m.log = m.log_dict = lambda *a, **k: None
+    loss = m.training_step(batch, 0)
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+
+
+def test_bce_without_negatives_is_refused(train_config):
+    with pytest.raises(ValueError, match=r"data.num_negatives=0 but loss term\(s\) \['bce'\]"):
+        build(train_config("+experiment=text_only", "data.num_negatives=0", "loss.bce.weight=0.5"))
+
+
+def test_fused_adamw_is_chosen_by_device(train_config):
+    def optimizer(*overrides):
+        _, m = build(train_config("+experiment=text_only", *overrides))
+        m._trainer = SimpleNamespace(estimated_stepping_batches=10)
+        return m.configure_optimizers()["optimizer"]
+
+    assert not optimizer().defaults["fused"]  # auto on CPU parameters: PyTorch's default update
+    assert optimizer("optimizer.fused=true").defaults["fused"] is True  # asked for: used (CPU has a fused AdamW)
+    sgd = optimizer("optimizer._target_=torch.optim.SGD", "~optimizer.fused", "~optimizer.weight_decay")
+    assert isinstance(sgd, torch.optim.SGD)  # another optimiser without the key is built as configured
