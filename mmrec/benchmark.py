@@ -199,10 +199,19 @@ def mmrec_module(cfg: DictConfig, encoders: dict[str, dict], mode: str, b: int, 
     )
     features = SimpleNamespace(modalities=tuple(sorted(configs)) if mode == "cached" else ())
     evaluator = lambda **kw: FullRankingEvaluator(**kw)  # noqa: E731
+    compile_options = OmegaConf.to_container(cfg.model.compile_options) if cfg.model.get("compile") else None
     module = RecModule(
-        model, build_objective(cfg), hydra.utils.instantiate(cfg.optimizer), stats, {}, evaluator, features
+        model,
+        build_objective(cfg),
+        hydra.utils.instantiate(cfg.optimizer),
+        stats,
+        {},
+        evaluator,
+        features,
+        compile_options=compile_options,
     )
     module._trainer = None
+    module.configure_model()  # model.compile=true: the trained encoders compile in the warm-up steps
     return module.to(device)
 
 

@@ -176,5 +176,6 @@ def build(cfg: DictConfig) -> tuple[RecDataModule, RecModule]:
         encoder_lr_scale=cfg.model.encoder_lr_scale,
         warmup_ratio=cfg.model.warmup_ratio,
         run_config=OmegaConf.to_container(cfg, resolve=True),
+        compile_options=OmegaConf.to_container(cfg.model.compile_options) if cfg.model.get("compile") else None,
     )
     return dm, module

@@ -39,14 +39,27 @@ class ItemBatch:
 
 
 def featurize_items(featurizers: Mapping[str, Featurizer], indices: list[int]) -> ItemBatch:
-    """Featurise catalogue rows ``indices`` for every modality in ``featurizers`` and stack them."""
+    """Featurise catalogue rows ``indices`` for every modality in ``featurizers`` and stack them.
+    A featurizer with a ``length_bucket`` > 0 has its batch cut to the bucketed longest sequence."""
     batch = ItemBatch(index=torch.tensor(indices, dtype=torch.long))
     for modality in sorted(featurizers):
         features = [featurizers[modality](i, batch.problems) for i in indices]
-        batch.inputs[modality] = torch.stack([f.value for f in features])
-        batch.input_mask[modality] = torch.stack([f.mask for f in features])
+        value, mask = torch.stack([f.value for f in features]), torch.stack([f.mask for f in features])
+        bucket = getattr(featurizers[modality], "length_bucket", 0)
+        batch.inputs[modality], batch.input_mask[modality] = (
+            trim_padding(value, mask, bucket) if bucket else (value, mask)
+        )
         batch.present[modality] = torch.tensor([f.present for f in features], dtype=torch.bool)
     return batch
+
+
+def trim_padding(value: torch.Tensor, mask: torch.Tensor, bucket: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(M, L) sequences padded at the end -> (M, L'): L' the last real position of any row, rounded up
+    to a multiple of ``bucket`` (at most L). Only columns that are padding in every row are dropped."""
+    real = mask.any(dim=0).nonzero()
+    longest = int(real.max()) + 1 if len(real) else 0
+    keep = min(mask.shape[1], max(bucket, -(-longest // bucket) * bucket))
+    return value[:, :keep], mask[:, :keep]
 
 
 class ItemMediaDataset(Dataset):

@@ -71,7 +71,11 @@ def item_text(values: Sequence[str]) -> str:
 
 
 class TextFeaturizer:
-    """Tokenises the whole catalogue once: ``columns`` joined, padded/truncated to ``max_length``."""
+    """Tokenises the whole catalogue once: ``columns`` joined, padded/truncated to ``max_length``.
+
+    ``length_bucket``: a batch is cut to its longest text rounded up to a multiple of it (the
+    padding beyond is dropped, not computed; a few shapes, so a compiled encoder does not
+    recompile every batch); 0 keeps ``max_length``."""
 
     def __init__(
         self,
@@ -79,6 +83,7 @@ class TextFeaturizer:
         tokenizer: str,
         max_length: int = 32,
         columns: Sequence[str] = ("title", "description"),
+        length_bucket: int = 8,
     ):
         from transformers import AutoTokenizer
 
@@ -88,7 +93,10 @@ class TextFeaturizer:
                 f"encoder.text.featurizer.columns: {missing} not in the items table of '{dataset.name}' "
                 f"(columns: {list(dataset.items.columns)})"
             )
+        if not isinstance(length_bucket, int) or length_bucket < 0:
+            raise ValueError(f"encoder.text.featurizer.length_bucket must be an integer >= 0, got {length_bucket!r}")
         self.tokenizer_name, self.max_length, self.columns = tokenizer, max_length, tuple(columns)
+        self.length_bucket = length_bucket
         self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, resolve_text_model(tokenizer), "tokenizer")
         texts = [item_text(values) for values in zip(*(dataset.items[c] for c in self.columns))]
         self.ids, self.mask = self.tokenize(texts)
@@ -105,7 +113,12 @@ class TextFeaturizer:
         return Feature(self.ids[index], self.mask[index], bool(self.present[index]))
 
     def settings(self) -> dict:
-        return {"tokenizer": self.tokenizer_name, "max_length": self.max_length, "columns": list(self.columns)}
+        return {
+            "tokenizer": self.tokenizer_name,
+            "max_length": self.max_length,
+            "columns": list(self.columns),
+            "length_bucket": self.length_bucket,
+        }
 
     def media_files(self) -> list[Path]:
         return []

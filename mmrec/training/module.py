@@ -42,7 +42,8 @@ class RecModule(L.LightningModule):
 
     ``optimizer`` is a partial ``torch.optim`` constructor taking (param_groups); ``evaluator``
     builds a FullRankingEvaluator from ``(groups, popularity)``; ``eval_sets`` maps 'valid'/'test'
-    to the users to rank; ``features`` caches the outputs of the frozen encoders and reads the catalogue.
+    to the users to rank; ``features`` caches the outputs of the frozen encoders and reads the catalogue;
+    ``compile_options``: ``torch.compile`` keyword arguments for the trained encoders (None: eager).
     """
 
     def __init__(
@@ -57,12 +58,14 @@ class RecModule(L.LightningModule):
         encoder_lr_scale: float = 0.1,
         warmup_ratio: float = 0.05,
         run_config: Mapping | None = None,
+        compile_options: Mapping | None = None,
     ):
         super().__init__()
         self.model, self.objective, self.optimizer_factory = model, objective, optimizer
         self.eval_sets, self.features = dict(eval_sets), features
         self.encoder_lr_scale, self.warmup_ratio = encoder_lr_scale, warmup_ratio
         self.run_config = dict(run_config or {})
+        self.compile_options = None if compile_options is None else dict(compile_options)
         self.frozen_modalities = features.modalities
         self.problems = ProblemReport()
         counts = stats.item_train_counts.double()
@@ -91,6 +94,17 @@ class RecModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "mmrec_rng" in checkpoint and self._trainer is not None and self.trainer.state.fn == "fit":
             set_rng_states(checkpoint["mmrec_rng"])
+
+    def configure_model(self) -> None:
+        """Compile the trained encoders, where the FLOPs are, in place (``nn.Module.compile``: the
+        state dict keeps its keys, so checkpoints and bundles do not change). Frozen encoders run
+        once, for the cache, and are left eager. Text batches come in a few lengths
+        (``length_bucket``), so the compiled graphs are not rebuilt every batch."""
+        if self.compile_options is None:
+            return
+        for m in self.live_modalities:
+            if getattr(self.model.encoders[m], "_compiled_call_impl", None) is None:
+                self.model.encoders[m].compile(**self.compile_options)
 
     @property
     def live_modalities(self) -> tuple[str, ...]:

@@ -231,3 +231,19 @@ def test_audio_travels_as_int16_pcm():
     torch.testing.assert_close(seen[0][0], wave.clamp(-1, 1), rtol=0, atol=1 / 32767)
     with pytest.raises(TypeError, match="int16"):
         AudioBackbone(Model(), "torchaudio")(wave[None], torch.ones(1, 7, dtype=torch.bool))
+
+
+def test_text_batches_are_cut_to_a_length_bucket_without_changing_the_encoding():
+    from mmrec.data.features import trim_padding
+
+    ids, mask = text_inputs(b=3, length=32)
+    mask[:, 11:] = False  # the longest text: 11 tokens
+    ids[~mask] = 0
+    cut_ids, cut_mask = trim_padding(ids, mask, 8)
+    assert cut_ids.shape == cut_mask.shape == (3, 16) and torch.equal(cut_mask, mask[:, :16])
+    assert trim_padding(ids, torch.ones_like(mask), 8)[0].shape == (3, 32)  # full rows: nothing to cut
+    assert trim_padding(ids, torch.zeros_like(mask), 8)[0].shape == (3, 8)  # all padding: one bucket
+    torch.manual_seed(0)
+    enc = build_encoder("text", "tiny", mode="full").eval()
+    present = torch.ones(3, dtype=torch.bool)
+    torch.testing.assert_close(enc(cut_ids, cut_mask, present), enc(ids, mask, present), rtol=1e-5, atol=1e-5)

@@ -117,6 +117,32 @@ def test_evaluate_reproduces_test_metrics(train_config, compose, tmp_path):
         assert two[key] == pytest.approx(metrics[key], abs=1e-6), key
 
 
+def test_compiled_encoders_train_to_the_same_metrics(train_config, tmp_path):
+    """model.compile=true goes through torch.compile (dynamo's eager backend here: no C++ build in the
+    suite) and changes neither the numbers nor the checkpoint's keys."""
+    import shutil
+
+    from torch._dynamo.utils import counters
+
+    eager = train(train_config("+experiment=text_only", "trainer.max_epochs=1"))
+    shutil.rmtree(tmp_path / "run")
+    counters.clear()
+    compiled = train(
+        train_config(
+            "+experiment=text_only",
+            "trainer.max_epochs=1",
+            "model.compile=true",
+            "+model.compile_options.backend=eager",
+        )
+    )
+    assert counters["frames"]["ok"] > 0  # dynamo captured the encoder's forward
+    for key in ("test/recall@20", "test/ndcg@10", "best/valid/ndcg@20"):
+        assert compiled[key] == pytest.approx(eager[key], abs=1e-5), key
+    best = next((tmp_path / "run" / "checkpoints").glob("best-*.ckpt"))
+    keys = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    assert any(k.startswith("model.encoders.text.") for k in keys) and not any("_orig_mod" in k for k in keys)
+
+
 def wandb_records(run_dir: Path):
     """The records of an offline W&B run file (a LevelDB-style log of protobuf Records, 32 KiB blocks)."""
     import struct
