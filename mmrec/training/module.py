@@ -96,15 +96,18 @@ class RecModule(L.LightningModule):
             set_rng_states(checkpoint["mmrec_rng"])
 
     def configure_model(self) -> None:
-        """Compile the trained encoders, where the FLOPs are, in place (``nn.Module.compile``: the
-        state dict keeps its keys, so checkpoints and bundles do not change). Frozen encoders run
-        once, for the cache, and are left eager. Text batches come in a few lengths
+        """Compile what trains, in place (``nn.Module.compile``: the state dict keeps its keys, so
+        checkpoints and bundles do not change): the trained encoders, where the FLOPs are, and the
+        item and user towers, which are all there is on cached features (where the step is short
+        and ``compile_options={mode: reduce-overhead}`` replays it as CUDA graphs). Frozen encoders
+        run once, for the cache, and stay eager. Text batches come in a few lengths
         (``length_bucket``), so the compiled graphs are not rebuilt every batch."""
         if self.compile_options is None:
             return
-        for m in self.live_modalities:
-            if getattr(self.model.encoders[m], "_compiled_call_impl", None) is None:
-                self.model.encoders[m].compile(**self.compile_options)
+        parts = [self.model.encoders[m] for m in self.live_modalities]
+        for part in [*parts, self.model.item_tower, self.model.user_tower]:
+            if getattr(part, "_compiled_call_impl", None) is None:
+                part.compile(**self.compile_options)
 
     @property
     def live_modalities(self) -> tuple[str, ...]:
