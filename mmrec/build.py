@@ -146,7 +146,17 @@ def build(cfg: DictConfig) -> tuple[RecDataModule, RecModule]:
     """The datamodule (prepared and set up) and the LightningModule for a composed config."""
     check_config(cfg)
     objective = build_objective(cfg)
-    if cfg.data.num_negatives == 0 and objective.needs_negatives:
+    if cfg.data.get("train_unit") == "sequence":
+        if objective.needs_negatives:
+            raise ValueError(
+                f"data.train_unit=sequence samples no negatives, but loss term(s) {objective.needs_negatives} "
+                "score them: set their weight to 0 (the in-batch softmax trains every position)"
+            )
+        if not OmegaConf.select(cfg, "model.user_tower._target_", default="").endswith("SequentialUserTower"):
+            raise ValueError(
+                "data.train_unit=sequence trains every history position: it needs model/user_tower=sequential"
+            )
+    elif cfg.data.num_negatives == 0 and objective.needs_negatives:
         raise ValueError(
             f"data.num_negatives=0 but loss term(s) {objective.needs_negatives} score sampled negatives: "
             "set their weight to 0 (the in-batch softmax needs none) or data.num_negatives >= 1"

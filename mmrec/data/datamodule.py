@@ -27,6 +27,7 @@ from mmrec.data.csr import CSR, PairSet
 from mmrec.data.features import ItemMediaDataset
 from mmrec.data.resumable import EpochLoader, EpochSampler
 from mmrec.data.schema import RecDataset
+from mmrec.data.sequences import SequenceCollator, TrainSequences
 from mmrec.data.shards import sharded
 from mmrec.data.splits import Split, make_split
 from mmrec.modalities import Featurizer
@@ -34,6 +35,7 @@ from mmrec.modalities import Featurizer
 log = logging.getLogger(__name__)
 CAUSAL_SPLITS = ("loo", "temporal")  # held-out items come after the training items in time
 TEST_HISTORIES = ("train", "train_valid")
+TRAIN_UNITS = ("interaction", "sequence")  # one sample per training interaction | per window of a sequence
 
 
 @dataclass
@@ -116,6 +118,7 @@ class RecDataModule(L.LightningDataModule):
         processed_dir: str = ".cache/mmrec",
         allow_external_media: bool = False,
         media_shards: bool = False,
+        train_unit: str = "interaction",
     ):
         super().__init__()
         featurizers = dict(featurizers or {})
@@ -135,6 +138,13 @@ class RecDataModule(L.LightningDataModule):
             history_mode = "before" if self.split_args["method"] in CAUSAL_SPLITS else "others"
         if history_mode not in HISTORY_MODES:
             raise ValueError(f"unknown data.history_mode '{history_mode}': expected auto or one of {HISTORY_MODES}")
+        if train_unit not in TRAIN_UNITS:
+            raise ValueError(f"unknown data.train_unit '{train_unit}': expected one of {TRAIN_UNITS}")
+        if train_unit == "sequence" and history_mode != "before":
+            raise ValueError(
+                "data.train_unit=sequence trains each position on the next item, so its history is the items "
+                f"before it: it needs data.history_mode=before (or auto with a loo/temporal split), got {history_mode}"
+            )
         if test_history not in TEST_HISTORIES:
             raise ValueError(f"unknown data.test_history '{test_history}': expected one of {TEST_HISTORIES}")
         if not isinstance(history_length, int) or history_length < 0:
@@ -157,7 +167,7 @@ class RecDataModule(L.LightningDataModule):
         self.num_negatives, self.batch_size, self.eval_batch_size = num_negatives, batch_size, eval_batch_size
         self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
         self.processed_dir, self.allow_external_media = Path(processed_dir), allow_external_media
-        self.media_shards = media_shards
+        self.media_shards, self.train_unit = media_shards, train_unit
         self.dataset: RecDataset | None = None
 
     @property
@@ -267,25 +277,32 @@ class RecDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Batches that are a pure function of (seed, epoch); when a run resumes from a mid-epoch
         checkpoint, the batches that epoch already trained on are skipped (see mmrec.data.resumable)."""
-        pool = np.flatnonzero(~self.indexed.cold_items)
-        sampler = self.make_sampler(pool=pool, counts=self.item_train_counts.numpy())
-        dataset = TrainInteractions(
-            self.indexed.sequences["train"],
-            sampler,
-            self.history_length,
-            self.num_negatives,
-            self.history_mode,
-            self.seed,
-        )
-        order = EpochSampler(len(dataset), self.seed, self.batch_size, drop_last=False, resume=self._take_resume_point)
         live = {m: self.featurizers[m] for m in self.live_modalities}
+        if self.train_unit == "sequence":
+            dataset, collate = (
+                TrainSequences(self.indexed.sequences["train"], self.history_length),
+                SequenceCollator(live),
+            )
+        else:
+            pool = np.flatnonzero(~self.indexed.cold_items)
+            sampler = self.make_sampler(pool=pool, counts=self.item_train_counts.numpy())
+            dataset = TrainInteractions(
+                self.indexed.sequences["train"],
+                sampler,
+                self.history_length,
+                self.num_negatives,
+                self.history_mode,
+                self.seed,
+            )
+            collate = TrainCollator(live)
+        order = EpochSampler(len(dataset), self.seed, self.batch_size, drop_last=False, resume=self._take_resume_point)
         return EpochLoader(
             dataset,
             batch_size=self.batch_size,
             sampler=order,
             drop_last=len(dataset) > self.batch_size,
             num_workers=self.num_workers,
-            collate_fn=TrainCollator(live),
+            collate_fn=collate,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
             seed=self.seed,

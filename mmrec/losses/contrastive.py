@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mmrec.losses.distributed import gather_no_grad, gather_with_grad, local_labels
+from mmrec.losses.distributed import gather_no_grad, gather_with_grad, local_labels, rank_and_world
 from mmrec.models.two_tower import TwoTowerOutput
 
 
@@ -16,6 +16,8 @@ def in_batch_softmax(
     logit_scale: torch.Tensor,
     log_q: torch.Tensor | None = None,
     exclude: torch.Tensor | None = None,
+    row_weight: torch.Tensor | None = None,
+    total_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of each user row against all item columns.
 
@@ -24,7 +26,8 @@ def in_batch_softmax(
     each column's item, subtracted from the logits (logQ correction, Yi et al. 2019), so that
     popular items, which are in-batch negatives more often, are not over-penalised.
     ``exclude`` (B, C) True: columns removed from a row's softmax (accidental hits); a row's
-    own positive is never removed.
+    own positive is never removed. ``row_weight`` (B,): each row's weight (0 for padded rows), the
+    sum divided by ``total_weight`` (default: the weights' sum).
     """
     logits = logit_scale.exp() * users @ items.T  # (B, C)
     if log_q is not None:
@@ -32,7 +35,10 @@ def in_batch_softmax(
     if exclude is not None:
         own = F.one_hot(labels, logits.shape[1]).bool()
         logits = logits.masked_fill(exclude & ~own, float("-inf"))
-    return F.cross_entropy(logits, labels)
+    if row_weight is None:
+        return F.cross_entropy(logits, labels)
+    total = row_weight.sum() if total_weight is None else total_weight
+    return (F.cross_entropy(logits, labels, reduction="none") * row_weight).sum() / total.clamp(min=1)
 
 
 class InBatchSoftmax:
@@ -62,4 +68,14 @@ class InBatchSoftmax:
         exclude = row_ids.unsqueeze(1) == all_ids.unsqueeze(0)
         if out.known is not None:
             exclude = exclude | out.known.contains(user_ids.unsqueeze(1), all_ids.unsqueeze(0))
-        return in_batch_softmax(users, all_items, labels, out.logit_scale, all_log_q, exclude)
+        if out.valid is None:
+            return in_batch_softmax(users, all_items, labels, out.logit_scale, all_log_q, exclude)
+        # padded rows weigh 0 and their columns are no one's negatives; dividing the local sum by
+        # the global valid count / world keeps the DDP average equal to the single-process mean
+        all_valid = gather_no_grad(out.valid)
+        rows = out.valid if self.local_loss else all_valid
+        _, world = rank_and_world()
+        total = all_valid.sum() / world if self.local_loss else all_valid.sum()
+        weight = rows.to(users.dtype)
+        exclude = exclude | ~all_valid.unsqueeze(0)
+        return in_batch_softmax(users, all_items, labels, out.logit_scale, all_log_q, exclude, weight, total)

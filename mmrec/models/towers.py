@@ -214,11 +214,17 @@ class SequentialUserTower(nn.Module):
 
     def forward(self, history: torch.Tensor, history_mask: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
         """history: (B, N, D) right-aligned item embeddings; history_mask: (B, N); user: (B,) -> (B, D)."""
+        return self.forward_all(history, history_mask, user)[:, -1]
+
+    def forward_all(self, history: torch.Tensor, history_mask: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
+        """The user after each history position, (B, N, D) normalised: position j has seen items
+        0..j only (causal), so all N next-item targets train in one pass (data.train_unit=sequence)."""
         b, n, _ = history.shape
         tokens = torch.cat([self.start.expand(b, 1, -1), history], dim=1) + self.position[-(n + 1) :]  # (B, 1 + N, D)
         padding = torch.cat([history_mask.new_zeros(b, 1), ~history_mask], dim=1)  # True = ignored
         causal = torch.triu(torch.ones(n + 1, n + 1, dtype=torch.bool, device=history.device), diagonal=1)
-        out = self.out(self.transformer(tokens, mask=causal, src_key_padding_mask=padding)[:, -1])
+        out = self.out(self.transformer(tokens, mask=causal, src_key_padding_mask=padding)[:, 1:])  # (B, N, D)
         if self.id_embedding is not None:
-            out = out + self.id_embedding(user.clamp(min=0)) * (user >= 0).unsqueeze(1).to(out.dtype)
+            known = (user >= 0).to(out.dtype).view(b, 1, 1)
+            out = out + self.id_embedding(user.clamp(min=0)).unsqueeze(1) * known
         return F.normalize(out, dim=-1)

@@ -112,3 +112,4 @@ class TwoTowerOutput:
     neg_logits: torch.Tensor  # (B, K) pointwise scorer on the negatives
     log_q: torch.Tensor  # (B,) log sampling probability of each positive (for logQ correction)
     known: PairSet | None = None  # (user, item) training interactions: never treated as negatives
+    valid: torch.Tensor | None = None  # (B,) rows that exist (padded positions of sequence training are not)

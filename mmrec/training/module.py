@@ -22,6 +22,7 @@ from mmrec.data.batches import EvalSet, TrainBatch
 from mmrec.data.csr import PairSet
 from mmrec.data.datamodule import CatalogueStats
 from mmrec.data.features import ItemBatch
+from mmrec.data.sequences import SequenceBatch
 from mmrec.evaluation.evaluator import FullRankingEvaluator
 from mmrec.evaluation.metrics import popularity_groups
 from mmrec.losses.distributed import rank_and_world
@@ -181,24 +182,36 @@ class RecModule(L.LightningModule):
             features[m], present[m] = cached[items.index], cached_present[items.index]
         return self.model.embed_items(features, present, items.index)
 
-    def training_step(self, batch: TrainBatch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: TrainBatch | SequenceBatch, batch_idx: int) -> torch.Tensor:
         item_out = self.embed_items(batch.items)
         emb = item_out.embedding  # (M, D)
-        users = self.model.embed_users(emb[batch.history], batch.history_mask, batch.user)  # (B, D)
-        pos, neg = emb[batch.pos], emb[batch.neg]  # (B, D), (B, K, D)
-        pos_ids = batch.items.index[batch.pos]
+        if isinstance(batch, SequenceBatch):
+            users = self.model.user_tower.forward_all(emb[batch.history], batch.history_mask, batch.user)  # (B, L, D)
+            users, pos_local = users.flatten(0, 1), batch.targets.flatten()  # one row per position: (B * L, D)
+            neg_local = pos_local.new_zeros(len(pos_local), 0)  # sequence training samples no negatives
+            user_ids, valid = batch.user.repeat_interleave(batch.targets.shape[1]), batch.history_mask.flatten()
+            # next-item training: the user's later items are negatives for an earlier position, as in
+            # SASRec's softmax (and looking up (B*L)^2 pairs every step would cost more than the step)
+            known = None
+        else:
+            users = self.model.embed_users(emb[batch.history], batch.history_mask, batch.user)  # (B, D)
+            pos_local, neg_local, user_ids, valid = batch.pos, batch.neg, batch.user, None
+            known = self.known_interactions
+        pos, neg = emb[pos_local], emb[neg_local]  # (B, D), (B, K, D)
+        pos_ids = batch.items.index[pos_local]
         out = TwoTowerOutput(
             users=users,
             pos_items=pos,
             neg_items=neg,
-            user_ids=batch.user,
+            user_ids=user_ids,
             pos_ids=pos_ids,
-            neg_ids=batch.items.index[batch.neg],
+            neg_ids=batch.items.index[neg_local],
             logit_scale=self.model.logit_scale,
             pos_logits=self.model.score(users, pos),
             neg_logits=self.model.score(users, neg),
             log_q=self.log_q[pos_ids],
-            known=self.known_interactions,
+            known=known,
+            valid=valid,
         )
         losses = self.objective(out)
         size = len(batch.user)

@@ -165,3 +165,16 @@ def test_bad_weights():
         Objective({"bce": PointwiseBCE()}, {"bce": 0})
     with pytest.raises(ValueError, match="must name the same terms"):
         Objective({"bce": PointwiseBCE()}, {"bc": 1.0})
+
+
+def test_padded_rows_change_nothing():
+    """Sequence training pads windows: a padded row weighs nothing and its column is no one's negative."""
+    g = torch.Generator().manual_seed(3)
+    users = F.normalize(torch.randn(6, 8, generator=g), dim=1)
+    items = F.normalize(torch.randn(6, 8, generator=g), dim=1)
+    valid = torch.tensor([True, False, True, True, False, True])
+    real = outputs(users[valid], items[valid], pos_ids=torch.arange(6)[valid], logit_scale=2.0)
+    padded = outputs(users, items, pos_ids=torch.arange(6), logit_scale=2.0)
+    padded.valid = valid
+    loss = InBatchSoftmax(logq_correction=False)
+    torch.testing.assert_close(loss(padded), loss(real))

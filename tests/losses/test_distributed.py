@@ -31,7 +31,11 @@ KNOWN = PairSet.from_pairs(
 )  # user 2 (rank 0) interacted with item 6 (on rank 1)
 
 
-def loss_of(users, items, user_ids, item_ids, log_q, scale, local_loss=True):
+# sequence training's padded rows, unequal per rank (2 real rows on rank 0, 4 on rank 1)
+VALID = torch.tensor([True, False, False, True, True, True, True, True])
+
+
+def loss_of(users, items, user_ids, item_ids, log_q, scale, local_loss=True, valid=None):
     b = len(users)
     out = TwoTowerOutput(
         users,
@@ -45,11 +49,12 @@ def loss_of(users, items, user_ids, item_ids, log_q, scale, local_loss=True):
         torch.zeros(b, 1),
         log_q,
         KNOWN,
+        valid,
     )
     return InBatchSoftmax(local_loss=local_loss)(out)
 
 
-def worker(rank, port, out, local_loss):
+def worker(rank, port, out, local_loss, padded):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     assert rank_and_world() == (rank, WORLD)
@@ -57,7 +62,8 @@ def worker(rank, port, out, local_loss):
     rows = slice(rank * B, (rank + 1) * B)
     u, i = users[rows].clone().requires_grad_(), items[rows].clone().requires_grad_()
     scale = torch.tensor(2.3, requires_grad=True)
-    loss = loss_of(u, i, torch.arange(WORLD * B)[rows], item_ids[rows], log_q[rows], scale, local_loss)
+    valid = VALID[rows] if padded else None
+    loss = loss_of(u, i, torch.arange(WORLD * B)[rows], item_ids[rows], log_q[rows], scale, local_loss, valid)
     loss.backward()
     out[rank] = (loss.detach(), u.grad, i.grad, scale.grad)
     dist.destroy_process_group()
@@ -69,19 +75,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("local_loss", [True, False])
-def test_gathered_loss_and_gradients_equal_single_process(local_loss):
+def test_gathered_loss_and_gradients_equal_single_process(local_loss, padded):
     users, items, item_ids, log_q = global_batch()
     u, i = users.clone().requires_grad_(), items.clone().requires_grad_()
     scale = torch.tensor(2.3, requires_grad=True)
-    single = loss_of(u, i, torch.arange(WORLD * B), item_ids, log_q, scale)
+    single = loss_of(u, i, torch.arange(WORLD * B), item_ids, log_q, scale, valid=VALID if padded else None)
     single.backward()
 
     manager = mp.Manager()
     out = manager.dict()
-    mp.start_processes(worker, args=(free_port(), out, local_loss), nprocs=WORLD, start_method="spawn")
+    mp.start_processes(worker, args=(free_port(), out, local_loss, padded), nprocs=WORLD, start_method="spawn")
     losses = torch.stack([out[r][0] for r in range(WORLD)])
-    if local_loss:  # equal local batches: the single-process mean is the mean of the per-rank losses
+    if local_loss:  # the single-process mean is the mean of the per-rank losses (padded: each scaled by W / count)
         torch.testing.assert_close(losses.mean(), single.detach())
     else:  # every rank computes the whole global loss
         torch.testing.assert_close(losses, single.detach().expand(WORLD))

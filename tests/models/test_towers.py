@@ -161,3 +161,21 @@ def test_user_tower_without_history_is_a_user_id_embedding():
     assert out.shape == (3, 8) and torch.allclose(out[0], out[2]) and not torch.allclose(out[0], out[1])
     with pytest.raises(ValueError, match="model.user_id=true"):
         UserTower(dim=8, history_length=0, num_users=5, user_id=False, heads=2)
+
+
+def test_sequential_tower_every_position_sees_only_its_past():
+    from mmrec.models.towers import SequentialUserTower
+
+    torch.manual_seed(0)
+    tower = SequentialUserTower(16, history_length=5, num_users=3, layers=2, heads=2, user_id=True).eval()
+    hist = torch.randn(2, 5, 16)
+    mask = torch.tensor([[False, False, True, True, True], [True, True, True, True, True]])
+    users = torch.tensor([0, 2])
+    every = tower.forward_all(hist, mask, users)
+    assert every.shape == (2, 5, 16)
+    torch.testing.assert_close(every[:, -1], tower(hist, mask, users))  # the last position is the user
+    changed = hist.clone()
+    changed[:, 3:] += 5.0  # later items leave earlier positions unchanged
+    again = tower.forward_all(changed, mask, users)
+    torch.testing.assert_close(again[:, :3], every[:, :3])
+    assert not torch.allclose(again[:, 3:], every[:, 3:])

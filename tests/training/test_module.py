@@ -92,3 +92,26 @@ def test_fused_adamw_is_chosen_by_device(train_config):
     assert optimizer("optimizer.fused=true").defaults["fused"] is True  # asked for: used (CPU has a fused AdamW)
     sgd = optimizer("optimizer._target_=torch.optim.SGD", "~optimizer.fused", "~optimizer.weight_decay")
     assert isinstance(sgd, torch.optim.SGD)  # another optimiser without the key is built as configured
+
+
+SEQUENCE = ["+experiment=id_only", "data.split.method=loo", "model/user_tower=sequential", "data.train_unit=sequence"]
+
+
+def test_sequence_training_step_trains_every_position(train_config):
+    dm, m = build(train_config(*SEQUENCE, "loss.bce.weight=0", "data.history_length=4"))
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.targets.shape == batch.history.shape == (len(batch.user), 4)
+    m.log = m.log_dict = lambda *a, **k: None
+    loss = m.training_step(batch, 0)
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+    assert m.model.user_tower.position.grad.abs().sum() > 0
+
+
+def test_sequence_training_refuses_what_it_cannot_train(train_config):
+    with pytest.raises(ValueError, match=r"samples no negatives, but loss term\(s\) \['bce'\]"):
+        build(train_config(*SEQUENCE))
+    with pytest.raises(ValueError, match="needs model/user_tower=sequential"):
+        build(train_config(*SEQUENCE[:2], "data.train_unit=sequence", "loss.bce.weight=0"))
+    with pytest.raises(ValueError, match="needs data.history_mode=before"):
+        build(train_config(*SEQUENCE, "loss.bce.weight=0", "data.history_mode=others"))
