@@ -29,12 +29,19 @@ import torch
 from mmrec.report import load_runs, markdown, summarise
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+def brings_own_data(experiment: str) -> bool:
+    """Whether an experiment preset (or one it builds on) chooses its dataset."""
+    text = (CONF / "experiment" / f"{experiment}.yaml").read_text()
+    bases = [line.strip()[2:] for line in text.splitlines() if line.startswith("  - ") and "/" not in line]
+    return "override /data" in text or any(brings_own_data(b) for b in bases if b != "_self_")
+
+
 PRESETS = {
     "synthetic": {
         # every experiment on the default (synthetic) data; those that bring their own dataset are separate
-        "experiments": sorted(
-            p.stem for p in (CONF / "experiment").glob("*.yaml") if "override /data" not in p.read_text()
-        ),
+        "experiments": sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if not brings_own_data(p.stem)),
         "overrides": [],
         "metrics": ["test_warm/recall@20", "test_warm/ndcg@20", "test_cold/recall@20", "test_cold/ndcg@20"],
         "seeds": [0, 1, 2],
@@ -48,7 +55,7 @@ PRESETS = {
         "seeds": [0, 1, 2],
     },
     "ml100k_loo": {
-        "experiments": ["ml100k_seq"],
+        "experiments": ["ml100k_sasrec", "ml100k_seq"],
         "overrides": [],
         "metrics": ["test/hit@10", "test/ndcg@10", "test/mrr@10"],
         "seeds": [0, 1, 2],

@@ -190,13 +190,9 @@ class RecModule(L.LightningModule):
             users, pos_local = users.flatten(0, 1), batch.targets.flatten()  # one row per position: (B * L, D)
             neg_local = pos_local.new_zeros(len(pos_local), 0)  # sequence training samples no negatives
             user_ids, valid = batch.user.repeat_interleave(batch.targets.shape[1]), batch.history_mask.flatten()
-            # next-item training: the user's later items are negatives for an earlier position, as in
-            # SASRec's softmax (and looking up (B*L)^2 pairs every step would cost more than the step)
-            known = None
         else:
             users = self.model.embed_users(emb[batch.history], batch.history_mask, batch.user)  # (B, D)
             pos_local, neg_local, user_ids, valid = batch.pos, batch.neg, batch.user, None
-            known = self.known_interactions
         pos, neg = emb[pos_local], emb[neg_local]  # (B, D), (B, K, D)
         pos_ids = batch.items.index[pos_local]
         out = TwoTowerOutput(
@@ -210,7 +206,7 @@ class RecModule(L.LightningModule):
             pos_logits=self.model.score(users, pos),
             neg_logits=self.model.score(users, neg),
             log_q=self.log_q[pos_ids],
-            known=known,
+            known=self.known_interactions,
             valid=valid,
         )
         losses = self.objective(out)

@@ -13,9 +13,9 @@ from mmrec.train import train
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_runs_one_batch_per_stage(train_config, compose, tmp_path, experiment):
-    from conftest import CONF, TINY_MODEL
+    from conftest import TINY_MODEL, node_config
 
-    if "override /data" in (Path(CONF) / "experiment" / f"{experiment}.yaml").read_text():  # its own dataset
+    if node_config("data", f"+experiment={experiment}")["prepare"] is None:  # its own dataset, not the generated one
         base = [f"paths.cache_dir={tmp_path / 'cache'}", f"paths.runs_dir={tmp_path / 'runs'}", *TINY_MODEL]
         cfg = compose("train", [*base, f"+experiment={experiment}", "debug=fdr"], tmp_path / "run")
     else:
