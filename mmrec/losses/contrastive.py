@@ -38,7 +38,7 @@ def in_batch_softmax(
     if row_weight is None:
         return F.cross_entropy(logits, labels)
     total = row_weight.sum() if total_weight is None else total_weight
-    return (F.cross_entropy(logits, labels, reduction="none") * row_weight).sum() / total.clamp(min=1)
+    return (F.cross_entropy(logits, labels, reduction="none") * row_weight).sum() / total.clamp(min=1e-12)
 
 
 class InBatchSoftmax:
