@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from mmrec.build import DataSizes, build_model, build_objective, encoder_configs
+from mmrec.build import DataSizes, build_model, build_objective, compile_options, encoder_configs
 from mmrec.data.batches import TrainBatch
 from mmrec.data.csr import CSR, PairSet
 from mmrec.data.datamodule import CatalogueStats
@@ -199,7 +199,6 @@ def mmrec_module(cfg: DictConfig, encoders: dict[str, dict], mode: str, b: int, 
     )
     features = SimpleNamespace(modalities=tuple(sorted(configs)) if mode == "cached" else ())
     evaluator = lambda **kw: FullRankingEvaluator(**kw)  # noqa: E731
-    compile_options = OmegaConf.to_container(cfg.model.compile_options) if cfg.model.get("compile") else None
     module = RecModule(
         model,
         build_objective(cfg),
@@ -208,7 +207,7 @@ def mmrec_module(cfg: DictConfig, encoders: dict[str, dict], mode: str, b: int, 
         {},
         evaluator,
         features,
-        compile_options=compile_options,
+        compile_options=compile_options(cfg),
     )
     module._trainer = None
     module.configure_model()  # model.compile=true: the trained encoders compile in the warm-up steps

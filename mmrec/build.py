@@ -142,6 +142,11 @@ def build_objective(cfg: DictConfig) -> Objective:
     return Objective(terms, weights)
 
 
+def compile_options(cfg: DictConfig) -> dict | None:
+    """``torch.compile`` keyword arguments for the trained parts (``model.compile=true``), or None: eager."""
+    return OmegaConf.to_container(cfg.model.compile_options) if cfg.model.get("compile") else None
+
+
 def build(cfg: DictConfig) -> tuple[RecDataModule, RecModule]:
     """The datamodule (prepared and set up) and the LightningModule for a composed config."""
     check_config(cfg)
@@ -186,6 +191,6 @@ def build(cfg: DictConfig) -> tuple[RecDataModule, RecModule]:
         encoder_lr_scale=cfg.model.encoder_lr_scale,
         warmup_ratio=cfg.model.warmup_ratio,
         run_config=OmegaConf.to_container(cfg, resolve=True),
-        compile_options=OmegaConf.to_container(cfg.model.compile_options) if cfg.model.get("compile") else None,
+        compile_options=compile_options(cfg),
     )
     return dm, module
