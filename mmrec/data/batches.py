@@ -14,7 +14,7 @@ History modes (``data.history_mode``):
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -37,16 +37,14 @@ class TrainBatch:
     items: ItemBatch  # the M distinct items, with inputs for the live (non-cached) modalities
 
     def pin_memory(self) -> TrainBatch:
-        """Called by the DataLoader with ``data.pin_memory=true``: page-locked tensors, so that the
-        copy to the GPU (Lightning moves batches with ``non_blocking=True``) overlaps compute."""
-        return TrainBatch(
-            self.user.pin_memory(),
-            self.pos.pin_memory(),
-            self.neg.pin_memory(),
-            self.history.pin_memory(),
-            self.history_mask.pin_memory(),
-            self.items.pin_memory(),
-        )
+        """Called by the DataLoader with ``data.pin_memory=true``."""
+        return pinned(self)
+
+
+def pinned(batch):
+    """A copy of a training-batch dataclass with every field (tensors, the ItemBatch) page-locked, so
+    that the copy to the GPU (Lightning moves batches with ``non_blocking=True``) overlaps compute."""
+    return replace(batch, **{f.name: getattr(batch, f.name).pin_memory() for f in fields(batch)})
 
 
 @dataclass

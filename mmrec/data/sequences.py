@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mmrec.data.batches import last_items
+from mmrec.data.batches import last_items, pinned
 from mmrec.data.features import ItemBatch, featurize_items
 from mmrec.modalities import Featurizer
 
@@ -32,13 +32,7 @@ class SequenceBatch:
 
     def pin_memory(self) -> SequenceBatch:
         """Called by the DataLoader with ``data.pin_memory=true``."""
-        return SequenceBatch(
-            self.user.pin_memory(),
-            self.history.pin_memory(),
-            self.history_mask.pin_memory(),
-            self.targets.pin_memory(),
-            self.items.pin_memory(),
-        )
+        return pinned(self)
 
 
 class TrainSequences(Dataset):

@@ -44,7 +44,7 @@ class RecModule(L.LightningModule):
     ``optimizer`` is a partial ``torch.optim`` constructor taking (param_groups); ``evaluator``
     builds a FullRankingEvaluator from ``(groups, popularity)``; ``eval_sets`` maps 'valid'/'test'
     to the users to rank; ``features`` caches the outputs of the frozen encoders and reads the catalogue;
-    ``compile_options``: ``torch.compile`` keyword arguments for the trained encoders (None: eager).
+    ``compile_options``: ``torch.compile`` keyword arguments for the trained parts (None: eager).
     """
 
     def __init__(

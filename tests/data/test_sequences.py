@@ -38,3 +38,14 @@ def test_sequence_training_needs_the_causal_history():
     with pytest.raises(ValueError, match="length >= 1"):
         TrainSequences([np.arange(3)], length=0)
     assert torch.equal(torch.as_tensor(TrainSequences([np.arange(3)], 5)[0][2][-2:]), torch.tensor([1, 2]))
+
+
+def test_sequence_batch_pins_every_tensor(monkeypatch):
+    sequences = [np.array([10, 11, 12, 13]), np.array([11, 14, 10])]
+    batch = SequenceCollator({})([TrainSequences(sequences, length=3)[i] for i in range(2)])
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t: pinned.append(t) or t.clone())
+    out = batch.pin_memory()
+    tensors = [batch.user, batch.history, batch.history_mask, batch.targets, batch.items.index]
+    assert len(pinned) == len(tensors) and all(any(p is t for p in pinned) for t in tensors)
+    assert type(out) is type(batch) and torch.equal(out.targets, batch.targets)
