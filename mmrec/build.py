@@ -167,12 +167,6 @@ def build(cfg: DictConfig) -> tuple[RecDataModule, RecModule]:
             "set their weight to 0 (the in-batch softmax needs none) or data.num_negatives >= 1"
         )
     encoders = encoder_configs(cfg)
-    if objective.needs_content_items and not (cfg.model.item_id and encoders):
-        raise ValueError(
-            f"loss term(s) {objective.needs_content_items} train items from their content alone, apart from their "
-            f"IDs: that needs model.item_id=true and a content encoder (model.item_id={cfg.model.item_id}, "
-            f"encoders: {sorted(encoders) or 'none'}); set their weight to 0 otherwise"
-        )
     dm = build_datamodule(cfg, encoders)
     dm.prepare_data()
     dm.setup("fit")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 import torch.nn.functional as F
 
@@ -81,26 +79,3 @@ class InBatchSoftmax:
         weight = rows.to(users.dtype)
         exclude = exclude | ~all_valid.unsqueeze(0)
         return in_batch_softmax(users, all_items, labels, out.logit_scale, all_log_q, exclude, weight, total)
-
-
-class ContentSoftmax(InBatchSoftmax):
-    """The in-batch softmax with every positive embedded from its content alone, its ID left out.
-
-    It trains the content-only embedding that cold items get at inference on every step, while
-    the main term keeps training warm items with their IDs. ID dropout (``model.id_dropout``)
-    trains the same path by taking the ID away from a share of the warm items, which the warm
-    items pay for; this term leaves them their ID. The same temperature, logQ correction and
-    masking as the main term.
-    """
-
-    needs_content_items = True
-
-    def __init__(self, logq_correction: bool = True, local_loss: bool = True, detach_users: bool = False):
-        """``detach_users``: the term moves the item side only, fitting the content-only embedding
-        into the user space the main term learns (users get no gradient from it)."""
-        super().__init__(logq_correction, local_loss)
-        self.detach_users = detach_users
-
-    def __call__(self, out: TwoTowerOutput) -> torch.Tensor:
-        users = out.users.detach() if self.detach_users else out.users
-        return super().__call__(replace(out, users=users, pos_items=out.content_items))

@@ -113,5 +113,3 @@ class TwoTowerOutput:
     log_q: torch.Tensor  # (B,) log sampling probability of each positive (for logQ correction)
     known: PairSet | None = None  # (user, item) training interactions: never treated as negatives
     valid: torch.Tensor | None = None  # (B,) rows that exist (padded positions of sequence training are not)
-    # (B, D) the positives embedded from content alone, as cold items are (only when a term needs them)
-    content_items: torch.Tensor | None = None

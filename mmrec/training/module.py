@@ -172,23 +172,18 @@ class RecModule(L.LightningModule):
         self._ensure_cache()
 
     # -- shared item path ------------------------------------------------------------------------
-    def item_features(self, items: ItemBatch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Encoder outputs and presence of an ItemBatch: live encoders run now, frozen ones come from the cache."""
+    def embed_items(self, items: ItemBatch):
+        """Item-tower output for an ItemBatch: live encoders run now, frozen ones come from the cache."""
         self.problems.add(items.problems)
         features = self.model.encode(items.inputs, items.input_mask, items.present, self.live_modalities)
         present = {m: items.present[m] for m in self.live_modalities}
         for m in self.frozen_modalities:
             cached, cached_present = self.cached(m)
             features[m], present[m] = cached[items.index], cached_present[items.index]
-        return features, present
-
-    def embed_items(self, items: ItemBatch):
-        """Item-tower output for an ItemBatch."""
-        return self.model.embed_items(*self.item_features(items), items.index)
+        return self.model.embed_items(features, present, items.index)
 
     def training_step(self, batch: TrainBatch | SequenceBatch, batch_idx: int) -> torch.Tensor:
-        features, present = self.item_features(batch.items)
-        item_out = self.model.embed_items(features, present, batch.items.index)
+        item_out = self.embed_items(batch.items)
         emb = item_out.embedding  # (M, D)
         if isinstance(batch, SequenceBatch):
             users = self.model.user_tower.forward_all(emb[batch.history], batch.history_mask, batch.user)  # (B, L, D)
@@ -200,9 +195,6 @@ class RecModule(L.LightningModule):
             pos_local, neg_local, user_ids, valid = batch.pos, batch.neg, batch.user, None
         pos, neg = emb[pos_local], emb[neg_local]  # (B, D), (B, K, D)
         pos_ids = batch.items.index[pos_local]
-        content = None
-        if self.objective.needs_content_items:  # the encoders ran once; only the tower runs again, without IDs
-            content = self.model.embed_items(features, present, batch.items.index, use_ids=False).embedding[pos_local]
         out = TwoTowerOutput(
             users=users,
             pos_items=pos,
@@ -216,7 +208,6 @@ class RecModule(L.LightningModule):
             log_q=self.log_q[pos_ids],
             known=self.known_interactions,
             valid=valid,
-            content_items=content,
         )
         losses = self.objective(out)
         size = len(batch.user)

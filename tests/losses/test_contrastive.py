@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from mmrec.data.csr import PairSet
 from mmrec.losses.bce import PointwiseBCE, pointwise_bce
-from mmrec.losses.contrastive import ContentSoftmax, InBatchSoftmax, in_batch_softmax
+from mmrec.losses.contrastive import InBatchSoftmax, in_batch_softmax
 from mmrec.losses.objective import Objective
 from mmrec.models.two_tower import PointwiseScorer, TwoTowerModel, TwoTowerOutput
 
@@ -178,20 +178,3 @@ def test_padded_rows_change_nothing():
     padded.valid = valid
     loss = InBatchSoftmax(logq_correction=False)
     torch.testing.assert_close(loss(padded), loss(real))
-
-
-def test_content_term_scores_the_content_only_positives(batch):
-    users, items, labels = batch
-    g = torch.Generator().manual_seed(1)
-    content = F.normalize(torch.randn(6, 8, generator=g), dim=1)
-    out = outputs(users, items[:6], logit_scale=1.5, log_q=torch.rand(6, generator=g))
-    out.content_items = content
-    got = ContentSoftmax()(out)
-    assert float(got) == pytest.approx(reference(users, content, labels, 1.5, out.log_q), rel=1e-5)
-    assert float(got) != pytest.approx(float(InBatchSoftmax()(out)), rel=1e-3)  # not the ID+content positives
-    objective = Objective(
-        {"contrastive": InBatchSoftmax(), "content": ContentSoftmax()}, {"contrastive": 1, "content": 0}
-    )
-    assert objective.needs_content_items == []  # weight 0: never computed
-    objective.weights["content"] = 0.5
-    assert objective.needs_content_items == ["content"]

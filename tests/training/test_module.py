@@ -7,8 +7,6 @@ import torch
 
 from mmrec.build import build
 from mmrec.data.csr import PairSet
-from mmrec.losses.contrastive import InBatchSoftmax
-from mmrec.models.two_tower import TwoTowerOutput
 
 
 @pytest.fixture
@@ -82,55 +80,6 @@ def test_no_sampled_negatives_when_only_the_in_batch_softmax_trains(train_config
 def test_bce_without_negatives_is_refused(train_config):
     with pytest.raises(ValueError, match=r"data.num_negatives=0 but loss term\(s\) \['bce'\]"):
         build(train_config("+experiment=text_only", "data.num_negatives=0", "loss.bce.weight=0.5"))
-
-
-def test_content_term_trains_the_content_only_path(train_config):
-    """With only the content term, the step's loss is the in-batch softmax of the users against
-    their positives embedded without IDs; it trains the projections, and item IDs only through
-    the users' histories."""
-    overrides = ["+experiment=text_only", "model.item_id=true", "model.id_dropout=0"]
-    dm, m = build(train_config(*overrides, "loss.contrastive.weight=0", "loss.content.weight=1", "loss.bce.weight=0"))
-    batch = next(iter(dm.train_dataloader()))
-    m._trainer = SimpleNamespace(estimated_stepping_batches=10)
-    logged = {}
-    m.log = lambda name, value, **k: logged.__setitem__(name, value)
-    m.log_dict = lambda values, **k: logged.update(values)
-    m.eval()  # no dropout, so the loss can be recomputed by hand
-    loss = m.training_step(batch, 0)
-    assert float(logged["train/content"]) == pytest.approx(float(loss))
-
-    features, present = m.item_features(batch.items)
-    with_ids = m.model.embed_items(features, present, batch.items.index).embedding
-    content = m.model.embed_items(features, present, batch.items.index, use_ids=False).embedding[batch.pos]
-    assert not torch.allclose(content, with_ids[batch.pos], atol=1e-3)
-    pos_ids = batch.items.index[batch.pos]
-    out = TwoTowerOutput(
-        users=m.model.embed_users(with_ids[batch.history], batch.history_mask, batch.user),
-        pos_items=content,
-        neg_items=content[:, None],
-        user_ids=batch.user,
-        pos_ids=pos_ids,
-        neg_ids=batch.items.index[batch.neg],
-        logit_scale=m.model.logit_scale,
-        pos_logits=None,
-        neg_logits=None,
-        log_q=m.log_q[pos_ids],
-        known=m.known_interactions,
-    )
-    assert float(loss) == pytest.approx(float(InBatchSoftmax()(out)), rel=1e-5)
-
-    loss.backward()
-    assert all(p.grad is not None and p.grad.any() for p in m.model.item_tower.projections.parameters())
-    trained_ids = set(m.model.item_tower.id_embedding.weight.grad.any(dim=1).nonzero().flatten().tolist())
-    assert trained_ids and trained_ids <= set(batch.items.index[batch.history[batch.history_mask]].tolist())
-    assert set(pos_ids.tolist()) - trained_ids  # positives outside every history: their IDs got nothing
-
-
-def test_content_term_needs_item_ids_and_content(train_config):
-    with pytest.raises(ValueError, match=r"loss term\(s\) \['content'\] train items from their content alone"):
-        build(train_config("+experiment=text_only", "loss.content.weight=0.5"))  # model.item_id=false
-    with pytest.raises(ValueError, match=r"model.item_id=True and a content encoder|encoders: none"):
-        build(train_config("+experiment=id_only", "encoder/text=none", "loss.content.weight=0.5"))
 
 
 def test_fused_adamw_is_chosen_by_device(train_config):
