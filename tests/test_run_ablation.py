@@ -23,13 +23,13 @@ def composed(preset: str, experiment: str, tmp_path: Path):
     """The training config one run of the grid gets (its command line, less the process and run folder)."""
     grid = run_ablation.PRESETS[preset]
     args = run_ablation.command(experiment, 0, tmp_path, grid["overrides"], "csv")
-    overrides = [a for a in args[3:] if not a.startswith("hydra.")]
+    overrides = [a for a in args[args.index("mmrec.train") + 1 :] if not a.startswith("hydra.")]
     return compose_config("train", overrides, tmp_path)
 
 
 @pytest.mark.parametrize(("preset", "experiment"), RUNS, ids=[f"{p}:{e}" for p, e in RUNS])
 def test_every_run_composes(preset: str, experiment: str, tmp_path: Path):
-    base, _, variant = experiment.partition("+")
+    _, _, variant = experiment.partition("+")
     assert not variant or f"+{variant}" in run_ablation.VARIANTS, f"unknown variant of {experiment}"
     cfg = composed(preset, experiment, tmp_path)
     assert cfg.run_name == experiment
