@@ -70,7 +70,7 @@ PRESETS = {
         "seeds": [0, 1, 2],
     },
     "ml100k_loo": {
-        "experiments": ["ml100k_sasrec", "ml100k_seq"],
+        "experiments": ["ml100k_sasrec", "ml100k_seq", "ml100k_sasrec+text"],
         "overrides": [],
         "metrics": ["test/hit@10", "test/ndcg@10", "test/mrr@10"],
         "seeds": [0, 1, 2],
