@@ -29,6 +29,7 @@ import pandas as pd
 import yaml
 
 from mmrec.data.synthetic import TOPICS
+from mmrec.io import write_text
 
 COLUMNS = ("sync", "sync_cold", "topic", "visual", "audio")
 
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     text = "\n".join(table)
     print(text)
     if args.out:
-        args.out.write_text(text + "\n")
+        write_text(args.out, text + "\n")
 
 
 if __name__ == "__main__":

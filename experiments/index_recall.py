@@ -10,6 +10,7 @@ import argparse
 import time
 from pathlib import Path
 
+from mmrec.io import write_text
 from mmrec.serving.bundle import load_catalogue
 from mmrec.serving.index import INDEX_TYPES, build_index, recall_against_exact
 
@@ -38,7 +39,7 @@ def main() -> None:
     text = "\n".join(lines) + f"\n\n{len(vectors):,} items of {vectors.shape[1]} dims from {args.bundle}\n"
     print(text)
     if args.out:
-        args.out.write_text(text)
+        write_text(args.out, text)
 
 
 if __name__ == "__main__":

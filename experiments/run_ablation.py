@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmrec.io import write_text
 from mmrec.report import load_runs, markdown, summarise
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -167,7 +168,7 @@ def main() -> None:
         )
         if result.returncode:
             return f"{experiment} seed {seed} failed:\n{result.stderr[-4000:]}"
-        (run / "timing.json").write_text(json.dumps({"seconds": time.time() - start, "jobs": args.jobs}))
+        write_text(run / "timing.json", json.dumps({"seconds": time.time() - start, "jobs": args.jobs}))
         return None
 
     with ThreadPoolExecutor(args.jobs) as pool:
@@ -180,7 +181,7 @@ def main() -> None:
     )
     text = table(args.out, experiments, preset["metrics"])
     invocation = " ".join(sys.argv)
-    (args.out / "results.md").write_text(f"{text}\n\nmachine: {machine}\ncommand: python {invocation}\n")
+    write_text(args.out / "results.md", f"{text}\n\nmachine: {machine}\ncommand: python {invocation}\n")
     print(text)
 
 

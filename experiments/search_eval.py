@@ -25,6 +25,7 @@ import pandas as pd
 from rank_bm25 import BM25Okapi
 
 from mmrec.data.synthetic import TOPICS
+from mmrec.io import write_text
 from mmrec.serving.bundle import Bundle
 from mmrec.serving.recommender import Recommender
 
@@ -78,7 +79,7 @@ def main() -> None:
     text += f"machine: {platform.machine()}, {platform.python_version()}\n"
     print(text)
     if args.out:
-        args.out.write_text(text)
+        write_text(args.out, text)
 
 
 if __name__ == "__main__":

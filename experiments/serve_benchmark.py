@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from mmrec.data.synthetic import TOPICS
+from mmrec.io import write_text
 from mmrec.serving.bundle import load_catalogue, save_catalogue
 from mmrec.serving.index import build_index, write_index
 
@@ -106,7 +107,7 @@ def million_bundle(source: Path, out: Path, kind: str, n: int = 1_000_000) -> Pa
     print(f"built the 1M-item {kind} index in {time.perf_counter() - start:.0f} s", flush=True)
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["index"] = kind
-    (out / "manifest.json").write_text(json.dumps(manifest))
+    write_text(out / "manifest.json", json.dumps(manifest))
     return out
 
 
@@ -194,7 +195,7 @@ def main() -> None:
     text += "command: python " + " ".join(sys.argv) + "\n"
     print(text)
     if args.out:
-        args.out.write_text(text)
+        write_text(args.out, text)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+from mmrec.io import atomic_path, write_text
+
 DEFAULT_METRICS = ("test/recall@20", "test/ndcg@20", "test_cold/recall@20", "test_cold/ndcg@20")
 
 
@@ -87,7 +89,8 @@ def bar_chart(rows: list[dict], metrics: tuple[str, ...], path: Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)
 
 
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or args.root
     out.mkdir(parents=True, exist_ok=True)
     table = markdown(rows, metrics)
-    (out / "report.md").write_text(f"# mmrec report: {len(runs)} runs under {args.root}\n\n{table}\n")
+    write_text(out / "report.md", f"# mmrec report: {len(runs)} runs under {args.root}\n\n{table}\n")
     bar_chart(rows, metrics, out / "report.png")
     print(table)
     print(f"\nwrote {out / 'report.md'} and {out / 'report.png'}")

@@ -42,7 +42,7 @@ from filelock import FileLock
 from PIL import Image
 from tqdm import tqdm
 
-from mmrec.io import atomic_path
+from mmrec.io import atomic_path, write_text
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +290,7 @@ def generate(
         "items_without_audio": int(no_audio.sum()),
         "items_without_description": int(no_description.sum()),
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_text(out / "manifest.json", json.dumps(manifest, indent=2))
     with atomic_path(out / "items.csv") as tmp:  # written last: its presence marks a complete dataset
         pd.DataFrame(rows).to_csv(tmp, index=False)
     log.info(
