@@ -1,18 +1,30 @@
-"""experiments/run_ablation.py: every run of every preset composes, and variants say what they mean."""
+"""The scripts in experiments/: every run of every ablation grid composes, variants say what they
+mean, and the slot-share table counts what it says."""
 
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.conftest import compose_config
 
-SCRIPT = Path(__file__).resolve().parent.parent / "experiments" / "run_ablation.py"
-spec = importlib.util.spec_from_file_location("run_ablation", SCRIPT)
-run_ablation = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(run_ablation)
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+
+
+def script(name: str):
+    """experiments/<name>.py as a module (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+run_ablation = script("run_ablation")
+slot_share = script("slot_share")
 
 RUNS = [
     (preset, experiment) for preset, grid in sorted(run_ablation.PRESETS.items()) for experiment in grid["experiments"]
@@ -46,3 +58,29 @@ def test_cold_preset_holds_items_out_and_variants_change_the_item_tower(tmp_path
     assert genretext.model.id_dropout == 0.5 and genretext.model.item_tower.id_dropout == 0.5
     assert dict(genretext.data.dataset.text_fields) == {"release_year": "year", "class": "genres"}
     assert not noid.model.item_id and noid.model.id_dropout == ids.model.id_dropout == 0.0
+
+
+def test_slot_share_counts_cold_and_warm_slots(tmp_path: Path):
+    # user 1: ranks 1-3 are cold (one hit), 4 warm (a hit); user 2: all warm, no hit; rank 5 is beyond k
+    top = pd.DataFrame(
+        {
+            "user_id": [1, 1, 1, 1, 1, 2, 2, 2, 2, 2],
+            "rank": [1, 2, 3, 4, 5, 1, 2, 3, 4, 5],
+            "hit": [True, False, False, True, True, False, False, False, False, True],
+            "cold": [True, True, True, False, False, False, False, False, False, True],
+        }
+    )
+    rates = slot_share.slot_rates(top, k=4)
+    assert rates == pytest.approx({"cold_share": 3 / 8, "cold_hit_rate": 1 / 3, "warm_hit_rate": 1 / 5})
+    assert math.isnan(slot_share.slot_rates(top.assign(cold=False), k=4)["cold_hit_rate"])
+    with pytest.raises(ValueError, match="--k 6: the lists hold the top 5 only"):
+        slot_share.slot_rates(top, k=6)
+    for seed in (0, 1):  # two seeds of one run name: one row, mean and spread over them
+        run = tmp_path / "runs" / "content" / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text("{}")
+        (run / "config.yaml").write_text(f"run_name: content\nseed: {seed}\n")
+        top.assign(hit=top["hit"] if seed == 0 else False).to_csv(run / "test_topk.csv", index=False)
+    out = tmp_path / "slots.md"
+    slot_share.main(["--runs", str(tmp_path / "runs"), "--k", "4", "--out", str(out)])
+    assert "| content | 2 | 0.3750 ± 0.0000 | 0.1667 ± 0.2357 | 0.1000 ± 0.1414 |" in out.read_text()
