@@ -33,7 +33,7 @@ from mmrec.data.splits import Split, make_split
 from mmrec.modalities import Featurizer
 
 log = logging.getLogger(__name__)
-CAUSAL_SPLITS = ("loo", "temporal")  # held-out items come after the training items in time
+CAUSAL_SPLITS = ("loo", "temporal", "given")  # held-out items come after the training items in time
 TEST_HISTORIES = ("train", "train_valid")
 TRAIN_UNITS = ("interaction", "sequence")  # one sample per training interaction | per window of a sequence
 

@@ -6,7 +6,8 @@ Items table columns (``item_id`` required, every other column optional and may b
     video  -- one video file (keyframes and, when ``audio`` is empty, the audio track come from it)
     audio  -- one audio file
     any other column is kept as a string (e.g. ``tags`` for the categorical modality)
-Interactions table columns: user_id, item_id, timestamp (integer seconds), optional label (1 = positive).
+Interactions table columns: user_id, item_id, timestamp (integer seconds), optional label (1 = positive),
+optional split (train/valid/test or 0/1/2: a split given with the data, used by ``data.split.method=given``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ ITEM_TEXT_COLUMNS = ("title", "description")
 ITEM_MEDIA_COLUMNS = ("image", "video", "audio")
 ITEM_COLUMNS = ("item_id", *ITEM_TEXT_COLUMNS, *ITEM_MEDIA_COLUMNS)
 REQUIRED_INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp")
+SPLIT_NAMES = ("train", "valid", "test")  # values of the optional ``split`` column, or their codes 0/1/2
 IMAGE_SEPARATOR = "|"
 log = logging.getLogger(__name__)
 MAX_LISTED_ROWS = 5
@@ -146,7 +148,23 @@ def structural_errors(
             errors.append(
                 f"{interactions_name}: column 'label' is not a finite number in {_rows(bad_label, interactions_name)}"
             )
+    if "split" in inter.columns:
+        errors.extend(split_codes(inter["split"], interactions_name)[1])
     return errors
+
+
+def split_codes(column: pd.Series, name: str) -> tuple[np.ndarray, list[str]]:
+    """The ``split`` column as int8 codes 0/1/2 (train/valid/test), and errors naming the bad lines."""
+    text = column.astype(str).str.strip().str.lower()
+    codes = text.map({**{n: i for i, n in enumerate(SPLIT_NAMES)}, **{str(i): i for i in range(3)}})
+    bad = codes.isna()
+    errors = []
+    if bad.any():
+        errors.append(
+            f"{name}: column 'split' must be one of {list(SPLIT_NAMES)} or 0/1/2, got "
+            f"{sorted(set(text[bad]))[:MAX_LISTED_ROWS]} in {_rows(bad, name)}"
+        )
+    return codes.fillna(0).astype("int8").to_numpy(), errors
 
 
 @dataclass
@@ -197,6 +215,8 @@ class RecDataset:
                 ),
             }
         )
+        if "split" in interactions.columns:
+            inter["split"] = split_codes(interactions["split"].reset_index(drop=True), interactions_name)[0]
         return cls(name=name, root=Path(root), items=items, interactions=inter)
 
     @property

@@ -67,6 +67,10 @@ class SequenceCollator:
     def __call__(self, samples: list) -> SequenceBatch:
         users, inputs, targets, mask = zip(*samples)
         inputs, targets, mask = (torch.from_numpy(np.stack(x)) for x in (inputs, targets, mask))
+        # Windows are right-aligned: cut the columns that are padding in every row, so catalogues of
+        # short sequences do not pay for data.history_length (the tower takes any length up to it).
+        longest = max(1, int(mask.sum(1).max()))
+        inputs, targets, mask = inputs[:, -longest:], targets[:, -longest:], mask[:, -longest:]
         unique, inverse = torch.unique(torch.cat([inputs[mask], targets[mask]]), return_inverse=True)
         n = int(mask.sum())
         local_inputs, local_targets = torch.zeros_like(inputs), torch.zeros_like(targets)

@@ -5,6 +5,8 @@ loo        leave-one-out by time: per user the last interaction is test, the one
 temporal   one global time cut: the earliest 80% train, then valid, then test
 cold_item  a fraction of items is held out whole: their interactions go only to valid
            (half of those items) or test (the other half); the rest is split like ``random``
+given      the split that comes with the data (the interactions' ``split`` column), used exactly:
+           published benchmark files (UniSRec/RecBole, MMRec) are compared on their own split
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pandas as pd
 
 from mmrec.io import atomic_path, write_text
 
-SPLIT_METHODS = ("random", "loo", "temporal", "cold_item")
+SPLIT_METHODS = ("random", "loo", "temporal", "cold_item", "given")
 PARTS = ("train", "valid", "test")
 
 
@@ -132,7 +134,14 @@ def make_split(
     ratios = _check_ratios(tuple(ratios))
     inter = interactions.reset_index(drop=True)
     rng = np.random.default_rng(seed)
-    if method == "random":
+    if method == "given":
+        if "split" not in inter.columns:
+            raise ValueError(
+                "data.split.method=given needs a 'split' column in the interactions (train/valid/test), which "
+                "this dataset's loader does not provide: use random, loo, temporal or cold_item"
+            )
+        labels = inter["split"].to_numpy()
+    elif method == "random":
         labels = _random_by_user(inter, ratios, rng)
     elif method == "loo":
         labels = _leave_one_out(inter)
@@ -140,4 +149,5 @@ def make_split(
         labels = _temporal(inter, ratios)
     else:
         labels = _cold_item(inter, ratios, cold_fraction, rng)
+    inter = inter.drop(columns="split", errors="ignore")
     return Split(*(inter[labels == k].reset_index(drop=True) for k in range(3)))

@@ -37,10 +37,14 @@ class FullRankingEvaluator(Metric):
         ks: Sequence[int] = (10, 20, 50),
         element_budget: int = 1 << 24,
         user_groups: Mapping[str, torch.Tensor] | None = None,
+        mask_seen: bool = True,
     ):
         """``groups``: name -> (I,) bool item mask (which targets count); ``user_groups``: name -> (U,)
-        bool mask over global user ids (which users count; all targets); ``popularity`` (I,)."""
+        bool mask over global user ids (which users count; all targets); ``popularity`` (I,).
+        ``mask_seen=False`` ranks the items a user has seen too, as RecBole evaluates sequential models
+        (and UniSRec and VQ-Rec report): a table compared with theirs must use the same."""
         super().__init__()
+        self.mask_seen = mask_seen
         unknown = [m for m in metrics if m not in USER_METRICS and m not in CATALOGUE_METRICS and m != "auc"]
         if unknown:
             raise ValueError(
@@ -93,6 +97,8 @@ class FullRankingEvaluator(Metric):
         item_chunk = min(num_items, max(1024, self.element_budget // 256))
         user_chunk = max(1, self.element_budget // item_chunk)
         items = items.float()
+        if not self.mask_seen:
+            seen = CSR(torch.zeros(len(users) + 1, dtype=torch.long), torch.zeros(0, dtype=torch.long))
         targets, seen = targets.to(items.device), seen.to(items.device)
         for start in range(0, len(users), user_chunk):
             stop = min(start + user_chunk, len(users))
