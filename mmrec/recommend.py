@@ -30,7 +30,7 @@ def table(results, explain: bool = False) -> str:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="recommend")
 def main(cfg: DictConfig) -> None:
-    recommender = Recommender(Bundle.load(cfg.bundle))
+    recommender = Recommender(Bundle.load(cfg.bundle), query_modality=cfg.query_modality)
     try:
         if cfg.query:
             print(f"search: {cfg.query}")

@@ -24,7 +24,9 @@ def app_from_env():
     """The app factory uvicorn calls in every worker (settings travel in environment variables)."""
     torch.set_num_threads(int(os.environ.get("MMREC_TORCH_THREADS", "1")))
     bundle = Bundle.load(os.environ["MMREC_BUNDLE"])
-    recommender = Recommender(bundle, os.environ.get("MMREC_MEDIA_ROOT") or None)
+    recommender = Recommender(
+        bundle, os.environ.get("MMREC_MEDIA_ROOT") or None, os.environ.get("MMREC_QUERY_MODALITY") or None
+    )
     return create_app(recommender, int(float(os.environ.get("MMREC_MAX_UPLOAD_MB", "50")) * 1024 * 1024))
 
 
@@ -36,8 +38,9 @@ def main(cfg: DictConfig) -> None:
         MMREC_MEDIA_ROOT=str(cfg.media_root or ""),
         MMREC_MAX_UPLOAD_MB=str(cfg.max_upload_mb),
         MMREC_TORCH_THREADS=str(cfg.torch_threads),
+        MMREC_QUERY_MODALITY=str(cfg.query_modality or ""),
     )
-    Bundle.load(cfg.bundle)  # fail here, with the reason, rather than in every worker
+    Recommender(Bundle.load(cfg.bundle), cfg.media_root or None, cfg.query_modality)  # fail here, with the reason
     uvicorn.run(
         "mmrec.serve:app_from_env",
         factory=True,

@@ -186,7 +186,7 @@ class RecDataModule(L.LightningDataModule):
         self.dataset.allow_external_media = self.allow_external_media
         self.split = self._load_or_make_split()
         self.indexed = IndexedSplit.build(self.dataset, self.split)
-        self.featurizers = {m: make(dataset=self.dataset) for m, make in sorted(self.featurizer_factories.items())}
+        self.featurizers = {m: make(catalogue=self.dataset) for m, make in sorted(self.featurizer_factories.items())}
         if self.media_shards:
             self.use_media_shards(self.live_modalities)
         counts = np.bincount(np.concatenate(self.indexed.sequences["train"]), minlength=self.num_items)

@@ -167,75 +167,44 @@ def split_codes(column: pd.Series, name: str) -> tuple[np.ndarray, list[str]]:
     return codes.fillna(0).astype("int8").to_numpy(), errors
 
 
-@dataclass
-class RecDataset:
-    """A loaded dataset in the native layout, with normalised dtypes.
+def normalise_items(items: pd.DataFrame) -> pd.DataFrame:
+    """Columns ITEM_COLUMNS first (strings, '' when absent), then the others; a cell holding a vector
+    (list or array, e.g. precomputed features in a request) is kept as it is, any other as a string."""
+    items = items.copy()
+    extra = [c for c in items.columns if c not in ITEM_COLUMNS]
+    for column in ITEM_COLUMNS:
+        items[column] = items[column].fillna("").astype(str) if column in items.columns else ""
+    for column in extra:
+        if items[column].dtype == object and items[column].map(lambda v: isinstance(v, (list, np.ndarray))).any():
+            items[column] = items[column].map(
+                lambda v: v if isinstance(v, (list, np.ndarray)) else "" if v is None or v != v else str(v)
+            )
+        else:
+            items[column] = items[column].fillna("").astype(str)
+    return items[[*ITEM_COLUMNS, *extra]].reset_index(drop=True)
 
-    ``items``: one row per item, columns ITEM_COLUMNS (strings, '' when absent).
-    ``interactions``: user_id (str), item_id (str), timestamp (int64), label (float32).
-    """
+
+@dataclass
+class Catalogue:
+    """Item rows and the root their media paths are relative to: what a featurizer is built from.
+    A dataset's whole catalogue, or the one row of an item added to a running service."""
 
     name: str
     root: Path
     items: pd.DataFrame
-    interactions: pd.DataFrame
     allow_external_media: bool = False
 
     @classmethod
-    def from_frames(
-        cls,
-        name: str,
-        root: Path,
-        items: pd.DataFrame,
-        interactions: pd.DataFrame,
-        items_name: str = "items",
-        interactions_name: str = "interactions",
-    ) -> RecDataset:
-        """Validate the structure (raising DataError that names every problem) and normalise dtypes."""
-        errors = structural_errors(items, interactions, items_name, interactions_name)
-        if errors:
-            raise DataError(f"dataset '{name}' has {len(errors)} structural error(s):\n  " + "\n  ".join(errors))
-        items = items.copy()
-        extra = [c for c in items.columns if c not in ITEM_COLUMNS]
-        for column in (*ITEM_COLUMNS, *extra):
-            items[column] = items[column].fillna("").astype(str) if column in items.columns else ""
-        items = items[[*ITEM_COLUMNS, *extra]].reset_index(drop=True)
-        seconds, _, notes = timestamps_in_seconds(interactions["timestamp"].reset_index(drop=True), interactions_name)
-        for note in notes:
-            log.warning("%s", note)
-        inter = pd.DataFrame(
-            {
-                "user_id": interactions["user_id"].astype(str).to_numpy(),
-                "item_id": interactions["item_id"].astype(str).to_numpy(),
-                "timestamp": seconds.to_numpy(),
-                "label": (
-                    pd.to_numeric(interactions["label"]).astype("float32").to_numpy()
-                    if "label" in interactions.columns
-                    else 1.0
-                ),
-            }
-        )
-        if "split" in interactions.columns:
-            inter["split"] = split_codes(interactions["split"].reset_index(drop=True), interactions_name)[0]
-        return cls(name=name, root=Path(root), items=items, interactions=inter)
+    def from_rows(cls, name: str, root: str | Path, rows: list[dict]) -> Catalogue:
+        """A catalogue of ``rows`` (dicts of item fields), normalised as a dataset's items table."""
+        return cls(name, Path(root), normalise_items(pd.DataFrame(rows)))
 
     @property
     def num_items(self) -> int:
         return len(self.items)
 
-    @property
-    def num_users(self) -> int:
-        return self.interactions["user_id"].nunique()
-
-    def fingerprint(self) -> str:
-        """A short content hash of both tables: changes whenever an id, text, path or interaction does."""
-        digest = hashlib.sha1(self.name.encode())
-        for frame in (self.items, self.interactions):
-            digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-        return digest.hexdigest()[:16]
-
     def media_path(self, relative: str, check: bool = True) -> Path:
-        """An item's media path resolved against the dataset root.
+        """An item's media path resolved against the root.
 
         With ``check``, a path that leaves the root (``..``, an absolute path, or a symlink whose
         target is outside) raises MediaError unless ``allow_external_media`` is set; such a file is
@@ -261,6 +230,63 @@ class RecDataset:
                 "data.allow_external_media=true allows it)",
             )
         return full
+
+
+@dataclass
+class RecDataset(Catalogue):
+    """A loaded dataset in the native layout, with normalised dtypes.
+
+    ``items``: one row per item, columns ITEM_COLUMNS (strings, '' when absent).
+    ``interactions``: user_id (str), item_id (str), timestamp (int64), label (float32), and
+    ``split`` (int8 0/1/2) when the data comes with its split.
+    """
+
+    interactions: pd.DataFrame = None
+
+    @classmethod
+    def from_frames(
+        cls,
+        name: str,
+        root: Path,
+        items: pd.DataFrame,
+        interactions: pd.DataFrame,
+        items_name: str = "items",
+        interactions_name: str = "interactions",
+    ) -> RecDataset:
+        """Validate the structure (raising DataError that names every problem) and normalise dtypes."""
+        errors = structural_errors(items, interactions, items_name, interactions_name)
+        if errors:
+            raise DataError(f"dataset '{name}' has {len(errors)} structural error(s):\n  " + "\n  ".join(errors))
+        items = normalise_items(items)
+        seconds, _, notes = timestamps_in_seconds(interactions["timestamp"].reset_index(drop=True), interactions_name)
+        for note in notes:
+            log.warning("%s", note)
+        inter = pd.DataFrame(
+            {
+                "user_id": interactions["user_id"].astype(str).to_numpy(),
+                "item_id": interactions["item_id"].astype(str).to_numpy(),
+                "timestamp": seconds.to_numpy(),
+                "label": (
+                    pd.to_numeric(interactions["label"]).astype("float32").to_numpy()
+                    if "label" in interactions.columns
+                    else 1.0
+                ),
+            }
+        )
+        if "split" in interactions.columns:
+            inter["split"] = split_codes(interactions["split"].reset_index(drop=True), interactions_name)[0]
+        return cls(name=name, root=Path(root), items=items, interactions=inter)
+
+    @property
+    def num_users(self) -> int:
+        return self.interactions["user_id"].nunique()
+
+    def fingerprint(self) -> str:
+        """A short content hash of both tables: changes whenever an id, text, path or interaction does."""
+        digest = hashlib.sha1(self.name.encode())
+        for frame in (self.items, self.interactions):
+            digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+        return digest.hexdigest()[:16]
 
 
 def load_native(

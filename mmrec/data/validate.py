@@ -82,7 +82,7 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     dataset.allow_external_media = bool(data.get("allow_external_media", False))
     featurizers = {
-        m: instantiate(c["featurizer"], _partial_=True)(dataset=dataset) for m, c in encoder_configs(cfg).items()
+        m: instantiate(c["featurizer"], _partial_=True)(catalogue=dataset) for m, c in encoder_configs(cfg).items()
     }  # a dataclass kwarg would be converted by Hydra
     text, problems, unusable = report(dataset, featurizers, decode=cfg.decode)
     print(text)

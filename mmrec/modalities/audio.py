@@ -15,8 +15,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from mmrec.data.media import MediaError, load_audio
-from mmrec.data.schema import RecDataset
-from mmrec.modalities import Feature
+from mmrec.data.schema import Catalogue
+from mmrec.modalities import Feature, Modality
 from mmrec.modalities.text import check_attn_implementation, load_pretrained
 from mmrec.models.adapt import ModalityEncoder, apply_training_mode, masked_mean
 
@@ -33,21 +33,21 @@ class AudioFeaturizer:
     """The first ``seconds`` of an item's audio, mono at ``sample_rate``, int16 PCM, zero-padded with a
     sample mask."""
 
-    def __init__(self, dataset: RecDataset, sample_rate: int = 16000, seconds: float = 1.0):
+    def __init__(self, catalogue: Catalogue, sample_rate: int = 16000, seconds: float = 1.0):
         if sample_rate <= 0 or seconds <= 0:
             raise ValueError(
                 f"encoder.audio.featurizer: sample_rate and seconds must be > 0, got {sample_rate}, {seconds}"
             )
-        self.dataset, self.sample_rate, self.seconds = dataset, sample_rate, seconds
+        self.catalogue, self.sample_rate, self.seconds = catalogue, sample_rate, seconds
         self.samples = int(round(seconds * sample_rate))
 
     def __call__(self, index: int, problems: list[str]) -> Feature:
-        row = self.dataset.items.iloc[index]
+        row = self.catalogue.items.iloc[index]
         wave, length = torch.zeros(self.samples), 0
         source = row.audio or row.video
         if source:
             try:
-                wave, length = load_audio(self.dataset.media_path(source), self.sample_rate, self.seconds)
+                wave, length = load_audio(self.catalogue.media_path(source), self.sample_rate, self.seconds)
             except MediaError as err:
                 if not (err.reason == NO_AUDIO_STREAM and not row.audio):  # a silent video simply has no audio
                     problems.append(str(err))
@@ -57,8 +57,10 @@ class AudioFeaturizer:
         return {"sample_rate": self.sample_rate, "seconds": self.seconds, "samples": "int16"}
 
     def media_files(self) -> list[Path]:
-        items = self.dataset.items
-        return [self.dataset.media_path(a or v, check=False) for a, v in zip(items["audio"], items["video"]) if a or v]
+        items = self.catalogue.items
+        return [
+            self.catalogue.media_path(a or v, check=False) for a, v in zip(items["audio"], items["video"]) if a or v
+        ]
 
     def encoder_kwargs(self) -> dict:
         return {}
@@ -183,3 +185,37 @@ def build_encoder(
             model.gradient_checkpointing_enable()
     model = apply_training_mode(model, mode, list(lora_targets), lora_r, lora_alpha)
     return ModalityEncoder(AudioBackbone(model, backend), width, mode)
+
+
+def bundle_architecture(config: dict) -> dict:
+    """A torchaudio-bundle config rewritten to its architecture alone (random init, nothing fetched)."""
+    if config.get("backend", "torchaudio") == "torchaudio" and not config.get("architecture") and config.get("bundle"):
+        config["architecture"] = dict(getattr(torchaudio.pipelines, config["bundle"])._params)
+        config.update(bundle=None, checkpoint_path=None)
+    return config
+
+
+class AudioModality(Modality):
+    """An audio track (or a video's) through a wav2vec2-style model."""
+
+    reads_media = True
+
+    def request_fields(self, featurizer_config: Mapping) -> dict[str, str]:
+        return {"audio": "path", "video": "path"}
+
+    def offline_config(self, config: dict, encoder, featurizer, folder: Path, bundle_path: str) -> dict:
+        if config.get("backend") == "hf":
+            encoder.encoder.model.config.save_pretrained(folder)
+            config.update(pretrained=False, name_or_path=bundle_path)
+            return config
+        return bundle_architecture(config)
+
+    def random_init(self, config: dict) -> dict:
+        return bundle_architecture(config)
+
+    def example_inputs(self, featurizer_config: Mapping, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n = int(featurizer_config.get("sample_rate", 16000) * featurizer_config.get("seconds", 1.0))
+        return torch.randint(-3000, 3000, (batch, n), dtype=torch.int16), torch.ones(batch, n, dtype=torch.bool)
+
+
+MODALITY = AudioModality()

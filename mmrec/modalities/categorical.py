@@ -4,13 +4,14 @@ encoded by a learned embedding bag (mean of the item's tag embeddings)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from mmrec.data.schema import RecDataset
-from mmrec.modalities import Feature
+from mmrec.data.schema import Catalogue
+from mmrec.modalities import Feature, Modality
 from mmrec.models.adapt import ModalityEncoder, apply_training_mode, masked_mean
 
 SEPARATOR = "|"
@@ -22,18 +23,18 @@ class CategoricalFeaturizer:
     sorted); at most ``max_tags`` per item, in the order they are listed."""
 
     def __init__(
-        self, dataset: RecDataset, column: str = "tags", max_tags: int = 8, vocabulary: list[str] | None = None
+        self, catalogue: Catalogue, column: str = "tags", max_tags: int = 8, vocabulary: list[str] | None = None
     ):
         """``vocabulary``: a fixed one (a trained model's, for new items); tags outside it are ignored."""
-        if column not in dataset.items.columns:
+        if column not in catalogue.items.columns:
             raise ValueError(
-                f"encoder.tags.featurizer.column: '{column}' is not a column of the items table of '{dataset.name}' "
-                f"(columns: {list(dataset.items.columns)}); add it, or drop the modality with encoder/tags=none"
+                f"encoder.tags.featurizer.column: '{column}' is not a column of the items table of '{catalogue.name}' "
+                f"(columns: {list(catalogue.items.columns)}); add it, or drop the modality with encoder/tags=none"
             )
         if max_tags < 1:
             raise ValueError(f"encoder.tags.featurizer.max_tags must be >= 1, got {max_tags}")
         self.column, self.max_tags = column, max_tags
-        cells = [[t.strip() for t in str(cell).split(SEPARATOR) if t.strip()] for cell in dataset.items[column]]
+        cells = [[t.strip() for t in str(cell).split(SEPARATOR) if t.strip()] for cell in catalogue.items[column]]
         self.vocabulary = list(vocabulary) if vocabulary is not None else sorted({t for tags in cells for t in tags})
         index = {t: i + 1 for i, t in enumerate(self.vocabulary)}
         self.ids = torch.full((len(cells), max_tags), PADDING, dtype=torch.long)
@@ -74,3 +75,24 @@ def build_encoder(num_tags: int, dim: int = 32, mode: str = "full") -> ModalityE
         raise ValueError("encoder.tags.mode=lora: a tag embedding has no linear layers to adapt; use full or frozen")
     bag = apply_training_mode(TagBag(num_tags, dim), mode, [])
     return ModalityEncoder(bag, dim, mode)
+
+
+class CategoricalModality(Modality):
+    """Tags as a learned embedding bag; the trained vocabulary travels with an export."""
+
+    def request_fields(self, featurizer_config: Mapping) -> dict[str, str]:
+        return {featurizer_config.get("column", "tags"): "text"}
+
+    def offline_config(self, config: dict, encoder, featurizer, folder: Path, bundle_path: str) -> dict:
+        config["featurizer"]["vocabulary"] = featurizer.vocabulary
+        return config
+
+    def example_inputs(self, featurizer_config: Mapping, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        tags = featurizer_config.get("max_tags", 8)
+        return torch.randint(1, 64, (batch, tags)), torch.ones(batch, tags, dtype=torch.bool)
+
+    def example_encoder_kwargs(self, featurizer_config: Mapping) -> dict:
+        return {"num_tags": 64}
+
+
+MODALITY = CategoricalModality()

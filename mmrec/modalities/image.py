@@ -8,6 +8,7 @@ its float32 size."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,8 @@ from torch import nn
 from torchvision.transforms import Compose, PILToTensor
 
 from mmrec.data.media import MediaError, load_image, video_keyframes
-from mmrec.data.schema import IMAGE_SEPARATOR, RecDataset
-from mmrec.modalities import Feature
+from mmrec.data.schema import IMAGE_SEPARATOR, Catalogue
+from mmrec.modalities import Feature, Modality
 from mmrec.models.adapt import ModalityEncoder, apply_training_mode, masked_mean
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "models" / "presets"
@@ -69,10 +70,10 @@ def pixel_transform(preprocess: PreprocessCfg) -> Compose:
 class ImageFeaturizer:
     """Up to ``num_frames`` frames per item: its images (evenly picked) or else its video's keyframes."""
 
-    def __init__(self, dataset: RecDataset, model_name: str, pretrained: str | None = None, num_frames: int = 3):
+    def __init__(self, catalogue: Catalogue, model_name: str, pretrained: str | None = None, num_frames: int = 3):
         if num_frames < 1:
             raise ValueError(f"encoder.image.featurizer.num_frames must be >= 1, got {num_frames}")
-        self.dataset, self.num_frames = dataset, num_frames
+        self.catalogue, self.num_frames = catalogue, num_frames
         self.preprocess = preprocess_config(model_name, pretrained)
         self.transform = pixel_transform(self.preprocess)
         self.size = self.preprocess.size if isinstance(self.preprocess.size, int) else self.preprocess.size[0]
@@ -84,12 +85,12 @@ class ImageFeaturizer:
             picks = np.linspace(0, len(paths) - 1, num=min(self.num_frames, len(paths))).round().astype(int)
             for k in sorted(set(picks.tolist())):
                 try:
-                    frames.append(load_image(self.dataset.media_path(paths[k])))
+                    frames.append(load_image(self.catalogue.media_path(paths[k])))
                 except MediaError as err:
                     problems.append(str(err))
         if not frames and row.video:
             try:
-                frames = video_keyframes(self.dataset.media_path(row.video), self.num_frames)
+                frames = video_keyframes(self.catalogue.media_path(row.video), self.num_frames)
             except MediaError as err:
                 problems.append(str(err))
         return frames
@@ -97,7 +98,7 @@ class ImageFeaturizer:
     def __call__(self, index: int, problems: list[str]) -> Feature:
         pixels = torch.zeros(self.num_frames, 3, self.size, self.size, dtype=torch.uint8)
         mask = torch.zeros(self.num_frames, dtype=torch.bool)
-        for k, frame in enumerate(self._frames(self.dataset.items.iloc[index], problems)[: self.num_frames]):
+        for k, frame in enumerate(self._frames(self.catalogue.items.iloc[index], problems)[: self.num_frames]):
             pixels[k], mask[k] = self.transform(frame), True
         return Feature(pixels, mask, bool(mask.any()))
 
@@ -105,9 +106,9 @@ class ImageFeaturizer:
         return {"num_frames": self.num_frames, "preprocess": repr(self.preprocess), "pixels": "uint8"}
 
     def media_files(self) -> list[Path]:
-        items = self.dataset.items
+        items = self.catalogue.items
         paths = [p.strip() for cell in items["image"] for p in cell.split(IMAGE_SEPARATOR) if p.strip()]
-        return [self.dataset.media_path(p, check=False) for p in [*paths, *(v for v in items["video"] if v)]]
+        return [self.catalogue.media_path(p, check=False) for p in [*paths, *(v for v in items["video"] if v)]]
 
     def encoder_kwargs(self) -> dict:
         return {}
@@ -194,3 +195,30 @@ def build_encoder(
     preprocess = preprocess_config(model_name, pretrained) if not model_name.startswith("hf-hub:") else PreprocessCfg()
     backbone = ImageBackbone(visual, visual.output_dim, frame_pooling, preprocess.mean, preprocess.std)
     return ModalityEncoder(backbone, visual.output_dim, mode)
+
+
+class ImageModality(Modality):
+    """Keyframes or cover images through an open_clip image tower."""
+
+    reads_media = True
+
+    def request_fields(self, featurizer_config: Mapping) -> dict[str, str]:
+        return {"image": "paths", "video": "path"}
+
+    def offline_config(self, config: dict, encoder, featurizer, folder: Path, bundle_path: str) -> dict:
+        config["pretrained"] = None  # the featurizer keeps the tag: its preprocessing (mean/std) depends on it
+        return config
+
+    def random_init(self, config: dict) -> dict:
+        config["pretrained"] = None
+        return config
+
+    def example_inputs(self, featurizer_config: Mapping, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        size = preprocess_config(featurizer_config["model_name"], None).size
+        size = size if isinstance(size, int) else size[0]
+        frames = featurizer_config.get("num_frames", 3)
+        pixels = torch.randint(0, 256, (batch, frames, 3, size, size), dtype=torch.uint8)
+        return pixels, torch.ones(batch, frames, dtype=torch.bool)
+
+
+MODALITY = ImageModality()

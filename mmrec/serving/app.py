@@ -7,20 +7,36 @@ Privacy by design: the user's history comes with each request and is neither sto
 from __future__ import annotations
 
 import logging
+import re
+import shutil
+import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
 
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 
-from mmrec.io import atomic_path
 from mmrec.serving.recommender import Recommender, RequestError
 
 log = logging.getLogger(__name__)
 MAX_K = 1000
+# New item ids: letters, digits and . _ : - , starting with a letter or digit, at most 128 characters
+# (so an id is always one safe folder name: no '/', no '..', no empty id).
+ITEM_ID_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def check_item_id(item_id: str) -> str:
+    if not ITEM_ID_RULE.fullmatch(item_id):
+        raise RequestError(
+            f"item_id {item_id[:40]!r} is not allowed: use 1-128 letters, digits and . _ : - , starting with a "
+            "letter or digit",
+            422,
+        )
+    return item_id
 
 
 class RecommendRequest(BaseModel):
@@ -37,13 +53,11 @@ class SearchRequest(BaseModel):
 
 
 class NewItem(BaseModel):
-    item_id: str = Field(..., min_length=1, max_length=256)
-    title: str = ""
-    description: str = ""
-    tags: str = ""
-    image: list[str] = Field(default_factory=list, description="paths relative to the service's media root")
-    video: str = ""
-    audio: str = ""
+    """A new item: its id and the fields the model's modalities read (``GET /health`` lists them:
+    text columns, media paths relative to the service's media root, precomputed vectors)."""
+
+    model_config = ConfigDict(extra="allow")
+    item_id: str = Field(..., min_length=1, max_length=128)
 
 
 def create_app(recommender: Recommender, max_upload_bytes: int = 50 * 1024 * 1024) -> FastAPI:
@@ -86,6 +100,8 @@ def create_app(recommender: Recommender, max_upload_bytes: int = 50 * 1024 * 102
             "items": recommender.size,
             "index": manifest["index"],
             "modalities": manifest["modalities"],
+            "item_fields": recommender.fields,
+            "query_modality": recommender.query_modality,
         }
 
     @app.get("/metrics")
@@ -109,34 +125,48 @@ def create_app(recommender: Recommender, max_upload_bytes: int = 50 * 1024 * 102
 
     @app.post("/items", status_code=201)
     def add_item(item: NewItem) -> dict:
+        check_item_id(item.item_id)
         return recommender.add_item(item.model_dump()).as_dict()
 
     @app.post("/items/upload", status_code=201)
-    async def upload_item(
-        item_id: str = Form(..., min_length=1, max_length=256),
-        title: str = Form(""),
-        description: str = Form(""),
-        tags: str = Form(""),
-        image: Annotated[UploadFile | None, File()] = None,
-        video: Annotated[UploadFile | None, File()] = None,
-        audio: Annotated[UploadFile | None, File()] = None,
-    ) -> dict:
-        """A new item with its media files uploaded; they are kept under the media root, in uploads/<item_id>/."""
-        safe_id = "".join(c if c.isalnum() or c in "-_." else "_" for c in item_id)
-        folder = Path("uploads") / safe_id
-        fields = {"item_id": item_id, "title": title, "description": description, "tags": tags}
-        for name, upload in (("image", image), ("video", video), ("audio", audio)):
-            if upload is None:
-                continue
-            data = await upload.read(max_upload_bytes + 1)
-            if len(data) > max_upload_bytes:
-                raise HTTPException(413, f"{name} upload is over the limit of {max_upload_bytes:,} bytes")
-            suffix = Path(upload.filename or name).suffix.lower()[:8]
-            target = recommender.media_root / folder / f"{name}{suffix}"
-            with atomic_path(target) as tmp:
-                tmp.write_bytes(data)
-            fields[name] = [str(folder / target.name)] if name == "image" else str(folder / target.name)
-        return recommender.add_item(fields).as_dict()
+    async def upload_item(request: Request) -> dict:
+        """A new item as a multipart form: its fields, and a media file for each media field (image,
+        video, audio, as the model reads them). Files are staged in a temporary folder under the
+        media root and moved to ``uploads/<item_id>/`` only once the item is accepted; nothing of a
+        refused request stays on disk."""
+        form = await request.form()
+        item_id = check_item_id(str(form.get("item_id") or ""))
+        fields, files = {"item_id": item_id}, {}
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                files[name] = value
+            elif name != "item_id":
+                fields[name] = value
+        bad = sorted(n for n in files if recommender.fields.get(n) not in ("path", "paths"))
+        if bad:
+            raise RequestError(
+                f"file field(s) {bad} are not media fields of this model ({sorted(recommender.fields)})", 422
+            )
+        recommender.media_root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=recommender.media_root))
+        try:
+            for name, upload in files.items():
+                data = await upload.read(max_upload_bytes + 1)
+                if len(data) > max_upload_bytes:
+                    raise HTTPException(413, f"{name} upload is over the limit of {max_upload_bytes:,} bytes")
+                target = staging / f"{name}{Path(upload.filename or name).suffix.lower()[:8]}"
+                target.write_bytes(data)
+                relative = str(target.relative_to(recommender.media_root))
+                fields[name] = [relative] if recommender.fields[name] == "paths" else relative
+            result = await run_in_threadpool(recommender.add_item, fields)
+            final = recommender.media_root / "uploads" / item_id
+            if final.exists():
+                shutil.rmtree(final)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            staging.rename(final)
+            return result.as_dict()
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     @app.delete("/items/{item_id}")
     def delete_item(item_id: str) -> dict:

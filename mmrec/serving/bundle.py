@@ -31,13 +31,13 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from mmrec.build import DataSizes, build, build_model
 from mmrec.checkpoint import read_checkpoint
 from mmrec.io import atomic_path, write_text
+from mmrec.modalities import modality_of
 from mmrec.serving.index import build_index, read_index, write_index
 from mmrec.training.cache import encode_catalogue
 
 log = logging.getLogger(__name__)
 FORMAT = 1
 BUNDLE_PREFIX = "bundle:"  # paths inside the bundle, resolved when it is loaded (the folder may move)
-ITEM_FIELDS = ("item_id", "title", "description", "tags")
 LIBRARIES = ("mmrec", "torch", "transformers", "open_clip_torch", "torchaudio", "faiss-cpu", "safetensors", "lightning")
 
 
@@ -71,33 +71,31 @@ def catalogue_features(module, dm) -> dict[str, tuple[torch.Tensor, torch.Tensor
 
 def offline_encoder_configs(module, encoders: dict[str, dict], dm, out: Path) -> dict[str, dict]:
     """Encoder configs that rebuild each architecture without downloads (weights come from
-    model.safetensors), and featurizer configs that work on new items without the training data."""
-    rewritten = {}
-    for modality, config in encoders.items():
-        config = json.loads(json.dumps(config))
-        target = config["_target_"]
-        if target.endswith("text.build_encoder"):
-            backbone = module.model.encoders[modality].encoder.model
-            backbone.config.save_pretrained(out / modality)
-            dm.featurizers[modality].tokenizer.save_pretrained(out / modality)
-            config.update(pretrained=False, name_or_path=f"{BUNDLE_PREFIX}{modality}")
-            config.pop("config_overrides", None)
-            config["featurizer"]["tokenizer"] = f"{BUNDLE_PREFIX}{modality}"
-        elif target.endswith("image.build_encoder"):
-            config["pretrained"] = None  # the featurizer keeps the tag: its preprocessing (mean/std) depends on it
-        elif target.endswith("audio.build_encoder"):
-            if config.get("backend", "torchaudio") == "torchaudio" and not config.get("architecture"):
-                import torchaudio
+    model.safetensors), and featurizer configs that work on new items without the training data:
+    each modality rewrites its own (``Modality.offline_config``)."""
+    return {
+        m: modality_of(config, f"encoder.{m}").offline_config(
+            json.loads(json.dumps(config)),
+            module.model.encoders[m],
+            dm.featurizers[m],
+            out / m,
+            f"{BUNDLE_PREFIX}{m}",
+        )
+        for m, config in encoders.items()
+    }
 
-                config["architecture"] = dict(getattr(torchaudio.pipelines, config["bundle"])._params)
-                config.update(bundle=None, checkpoint_path=None)
-            elif config.get("backend") == "hf":
-                module.model.encoders[modality].encoder.model.config.save_pretrained(out / modality)
-                config.update(pretrained=False, name_or_path=f"{BUNDLE_PREFIX}{modality}")
-        elif target.endswith("categorical.build_encoder"):
-            config["featurizer"]["vocabulary"] = dm.featurizers[modality].vocabulary
-        rewritten[modality] = config
-    return rewritten
+
+def request_fields(encoders: dict[str, dict]) -> dict[str, str]:
+    """Every item field a request adding an item may carry (name -> kind), from the bundle's modalities."""
+    fields = {"item_id": "text", "title": "text"}
+    for m, config in encoders.items():
+        fields.update(modality_of(config, f"encoder.{m}").request_fields(config["featurizer"]))
+    return fields
+
+
+def stored_fields(fields: dict[str, str]) -> list[str]:
+    """The item fields kept in the catalogue's metadata (and returned with results): the text ones."""
+    return [f for f, kind in fields.items() if kind == "text"]
 
 
 def export_bundle(ckpt_path: str | Path, out: str | Path, index: str = "flat", overrides: dict | None = None) -> Path:
@@ -122,7 +120,9 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, index: str = "flat", o
     encoders = offline_encoder_configs(module, encoder_configs(cfg), dm, out)
     items = dm.dataset.items
     catalogue = {
-        "items": [{f: (str(row[f]) if f in items.columns else "") for f in ITEM_FIELDS} for _, row in items.iterrows()],
+        "items": items.reindex(columns=stored_fields(request_fields(encoders)), fill_value="")
+        .astype(str)
+        .to_dict("records"),
         "embeddings": embeddings,
         "features": {m: f for m, (f, _) in features.items()},
         "present": {m: p for m, (_, p) in features.items()},

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from hydra.utils import instantiate
 
 from mmrec.data.features import featurize_items
-from mmrec.data.schema import RecDataset
-from mmrec.serving.bundle import Bundle
+from mmrec.data.schema import Catalogue
+from mmrec.modalities import FIELD_KINDS, modality_of
+from mmrec.serving.bundle import Bundle, request_fields, stored_fields
 from mmrec.serving.index import search
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,10 @@ class Scored:
 
 class Recommender:
     """Serves one bundle. ``media_root`` is where the media of new items are read from (paths in
-    requests are relative to it and must stay inside it)."""
+    requests are relative to it and must stay inside it). ``query_modality``: the modality search
+    queries are embedded through (None: the one modality that can, if there is exactly one)."""
 
-    def __init__(self, bundle: Bundle, media_root: str | Path | None = None):
+    def __init__(self, bundle: Bundle, media_root: str | Path | None = None, query_modality: str | None = None):
         self.bundle, self.model = bundle, bundle.model
         self.media_root = Path(media_root) if media_root else bundle.root / "uploads"
         self.lock = threading.RLock()
@@ -60,10 +61,10 @@ class Recommender:
         self.num_id_items = bundle.manifest["sizes"]["num_items"]  # rows of the item-ID table
         self.history_length = bundle.manifest["sizes"]["history_length"]
         self.featurizers = {m: instantiate(c["featurizer"], _partial_=True) for m, c in bundle.encoders.items()}
-        self.text_modality = next(
-            (m for m, c in bundle.encoders.items() if c["_target_"].endswith("text.build_encoder")), None
-        )
-        self._text_featurizer = None
+        self.modalities = {m: modality_of(c, f"encoder.{m}") for m, c in bundle.encoders.items()}
+        self.fields = request_fields(bundle.encoders)
+        self.query_modality = choose_query_modality(self.modalities, query_modality)
+        self._query_featurizer = None
 
     # -- lookups ---------------------------------------------------------------------------------
     @property
@@ -178,17 +179,15 @@ class Recommender:
     # -- search and similar items ----------------------------------------------------------------
     @torch.no_grad()
     def embed_query(self, query: str) -> torch.Tensor:
-        """A text query through the text encoder and the item tower, with only text present."""
-        if self.text_modality is None:
-            raise RequestError("this model has no text encoder: text search is not available", 400)
+        """A text query through the query modality's encoder and the item tower, only it present."""
+        if self.query_modality is None:
+            raise RequestError("this model has no modality that embeds text queries: search is not available", 400)
         if not query.strip():
             raise RequestError("empty query", 400)
-        m = self.text_modality
-        if self._text_featurizer is None:
-            self._text_featurizer = self.featurizers[m](
-                dataset=_one_item_dataset({"item_id": "query", "title": "x"}, self.media_root)
-            )
-        ids, mask = self._text_featurizer.tokenize([query])
+        m = self.query_modality
+        if self._query_featurizer is None:
+            self._query_featurizer = self.featurizers[m](catalogue=self.new_items([{"item_id": "query"}]))
+        ids, mask = self.modalities[m].query_inputs(self._query_featurizer, query)
         features = {m: self.model.encoders[m](ids, mask, torch.ones(1, dtype=torch.bool))}
         present = {m: torch.ones(1, dtype=torch.bool)}
         for other, encoder in self.model.encoders.items():
@@ -205,6 +204,30 @@ class Recommender:
         return self._scored(self._top(vector, k, {position}))
 
     # -- catalogue changes -----------------------------------------------------------------------
+    def item_row(self, item: dict) -> dict:
+        """The fields of a new item, checked against what the bundle's modalities read."""
+        unknown = sorted(set(item) - set(self.fields))
+        if unknown:
+            raise RequestError(f"unknown item field(s) {unknown}: this model reads {sorted(self.fields)}", 422)
+        row = {}
+        for name, value in item.items():
+            kind = self.fields[name]
+            ok = {
+                "text": isinstance(value, str),
+                "path": isinstance(value, str),
+                "paths": isinstance(value, list) and all(isinstance(v, str) for v in value),
+                "vector": isinstance(value, list)
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value),
+            }[kind]
+            if not ok:
+                raise RequestError(f"item field '{name}' must be {FIELD_KINDS[kind]}", 422)
+            row[name] = "|".join(value) if kind == "paths" else value
+        return row
+
+    def new_items(self, rows: list[dict]) -> Catalogue:
+        """A catalogue of new items' rows, media paths under ``media_root``."""
+        return Catalogue.from_rows("request", self.media_root, rows)
+
     @torch.no_grad()
     def add_item(self, item: dict) -> Scored:
         """Encode a new item with the bundle's encoders, fuse it, add it to the index and persist.
@@ -214,8 +237,11 @@ class Recommender:
             raise RequestError("item_id is required", 422)
         if item_id in self.positions and not self.bundle.catalogue["deleted"][self.positions[item_id]]:
             raise RequestError(f"item {item_id} exists already", 409)
-        dataset = _one_item_dataset(item, self.media_root)
-        featurizers = {m: make(dataset=dataset) for m, make in self.featurizers.items()}
+        row = self.item_row(item)
+        try:
+            featurizers = {m: make(catalogue=self.new_items([row])) for m, make in self.featurizers.items()}
+        except ValueError as err:  # e.g. a vector of the wrong length
+            raise RequestError(str(err), 422) from err
         batch = featurize_items(featurizers, [0])
         if batch.problems:
             raise RequestError("media cannot be used: " + "; ".join(batch.problems), 422)
@@ -233,14 +259,7 @@ class Recommender:
                 cat["features"][m] = torch.cat([cat["features"][m], features[m].float()])
                 cat["present"][m] = torch.cat([cat["present"][m], batch.present[m]])
             cat["deleted"] = torch.cat([cat["deleted"], torch.zeros(1, dtype=torch.bool)])
-            self.items.append(
-                {
-                    "item_id": item_id,
-                    "title": str(item.get("title", "")),
-                    "description": str(item.get("description", "")),
-                    "tags": str(item.get("tags", "")),
-                }
-            )
+            self.items.append({f: str(row.get(f, "")) for f in stored_fields(self.fields)})
             self.positions[item_id] = position
             self.bundle.index.add(embedding.float().numpy())
             self.bundle.save_catalogue()
@@ -254,17 +273,15 @@ class Recommender:
             self.bundle.save_catalogue()
 
 
-def _one_item_dataset(item: dict, media_root: Path) -> RecDataset:
-    """A one-row catalogue for featurising a new item (or a query) with the bundle's featurizers."""
-    row = {
-        "item_id": str(item.get("item_id", "new")),
-        "title": str(item.get("title", "") or ""),
-        "description": str(item.get("description", "") or ""),
-    }
-    row["tags"] = str(item.get("tags", "") or "")
-    images = item.get("image") or []
-    row["image"] = "|".join(images) if isinstance(images, list) else str(images)
-    row["video"], row["audio"] = str(item.get("video", "") or ""), str(item.get("audio", "") or "")
-    frame = pd.DataFrame([row])
-    dummy = pd.DataFrame({"user_id": ["_"], "item_id": [row["item_id"]], "timestamp": [0]})
-    return RecDataset.from_frames("request", media_root, frame, dummy)
+def choose_query_modality(modalities: dict, chosen: str | None) -> str | None:
+    """``chosen`` (checked), or the one modality that embeds queries; several need ``serve.query_modality``."""
+    able = sorted(m for m, modality in modalities.items() if modality.embeds_queries)
+    if chosen is not None:
+        if chosen not in able:
+            raise ValueError(
+                f"serve.query_modality={chosen!r}: expected one of the modalities that embed queries {able}"
+            )
+        return chosen
+    if len(able) > 1:
+        raise ValueError(f"modalities {able} can all embed search queries: choose one with serve.query_modality=NAME")
+    return able[0] if able else None

@@ -49,3 +49,13 @@ def test_sequence_batch_pins_every_tensor(monkeypatch):
     tensors = [batch.user, batch.history, batch.history_mask, batch.targets, batch.items.index]
     assert len(pinned) == len(tensors) and all(any(p is t for p in pinned) for t in tensors)
     assert type(out) is type(batch) and torch.equal(out.targets, batch.targets)
+
+
+def test_batches_are_cut_to_their_longest_window_and_keep_every_position():
+    sequences = [np.array([10, 11, 12]), np.array([20, 21, 22, 23])]
+    data = TrainSequences(sequences, length=50)
+    batch = SequenceCollator({})([data[i] for i in range(2)])
+    assert batch.history.shape == batch.targets.shape == batch.history_mask.shape == (2, 3)  # not (2, 50)
+    items = batch.items.index
+    assert items[batch.targets[1][batch.history_mask[1]]].tolist() == [21, 22, 23]
+    assert items[batch.history[0][batch.history_mask[0]]].tolist() == [10, 11]

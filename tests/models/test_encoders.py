@@ -163,7 +163,7 @@ def test_offline_hub_id_gives_mmrecs_message_for_the_tokenizer_too(tmp_path, mon
     )
     with pytest.raises(
         OSError,
-        match=r"cannot load tokenizer 'bert-base-uncased'.*huggingface-cli download bert-base-uncased "
+        match=r"cannot load tokenizer 'bert-base-uncased'.*hf download bert-base-uncased "
         r"--local-dir DIR.*name_or_path=DIR",
     ):
         TextFeaturizer(ds, tokenizer="bert-base-uncased")
