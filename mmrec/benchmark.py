@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from mmrec.build import DataSizes, build_model, build_objective, compile_options, encoder_configs
+from mmrec.configs import CONFIG_PATH
 from mmrec.data.batches import TrainBatch
 from mmrec.data.csr import CSR, PairSet
 from mmrec.data.datamodule import CatalogueStats
@@ -39,7 +40,6 @@ from mmrec.data.features import ItemBatch
 from mmrec.evaluation.evaluator import FullRankingEvaluator
 from mmrec.io import write_text
 from mmrec.modalities import modality_of
-from mmrec.train import CONFIG_PATH
 from mmrec.training.module import RecModule
 
 log = logging.getLogger("mmrec")

@@ -26,7 +26,7 @@ from mmrec.training.cache import FrozenFeatures
 from mmrec.training.module import RecModule
 
 log = logging.getLogger("mmrec")
-CONFIG_ONLY_DATA_KEYS = ("root",)  # values other keys interpolate; not datamodule arguments
+CONFIG_ONLY_DATA_KEYS = ("root", "max_image_pixels")  # values other keys interpolate; not datamodule arguments
 
 
 def make(config, where: str, **kwargs):
@@ -167,6 +167,12 @@ def build(cfg: DictConfig) -> tuple[RecDataModule, RecModule]:
             "set their weight to 0 (the in-batch softmax needs none) or data.num_negatives >= 1"
         )
     encoders = encoder_configs(cfg)
+    trained = sorted(m for m, c in encoders.items() if c.get("mode", "frozen") != "frozen")
+    if objective.needs_catalogue and trained:
+        raise ValueError(
+            f"loss term(s) {objective.needs_catalogue} embed the whole catalogue every step, but encoder(s) {trained} "
+            "are trained (mode full/lora): set their mode to frozen, or use loss=default (in-batch softmax)"
+        )
     dm = build_datamodule(cfg, encoders)
     dm.prepare_data()
     dm.setup("fit")

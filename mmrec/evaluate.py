@@ -15,8 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmrec.build import build
 from mmrec.checkpoint import read_checkpoint
+from mmrec.configs import CONFIG_PATH, check_file_config
 from mmrec.evaluation.table import format_metrics
-from mmrec.train import CONFIG_PATH, run_dir, wandb_logger, write_results
+from mmrec.runs import run_dir, wandb_logger, write_results
 
 log = logging.getLogger("mmrec")
 PARTS = ("valid", "test")
@@ -31,6 +32,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     stored = checkpoint.get("mmrec_config")
     if not stored:
         raise ValueError(f"{path} holds no mmrec_config: it was not written by mmrec.train")
+    check_file_config(stored, str(path), cfg.trust_config, cfg.allowed_targets)
     train_cfg = OmegaConf.merge(
         OmegaConf.create(stored), OmegaConf.create(OmegaConf.to_container(cfg.overrides, resolve=True))
     )

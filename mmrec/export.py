@@ -10,14 +10,21 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from mmrec.configs import CONFIG_PATH
 from mmrec.serving.bundle import export_bundle
-from mmrec.train import CONFIG_PATH
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="export")
 def main(cfg: DictConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
-    out = export_bundle(cfg.ckpt_path, cfg.out, cfg.index, OmegaConf.to_container(cfg.overrides, resolve=True))
+    out = export_bundle(
+        cfg.ckpt_path,
+        cfg.out,
+        cfg.index,
+        OmegaConf.to_container(cfg.overrides, resolve=True),
+        cfg.trust_config,
+        tuple(cfg.allowed_targets),
+    )
     print(f"bundle: {out}  (serve it: python -m mmrec.serve bundle={out})")
 
 

@@ -11,9 +11,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from mmrec.configs import CONFIG_PATH
 from mmrec.serving.bundle import Bundle
 from mmrec.serving.recommender import Recommender, RequestError
-from mmrec.train import CONFIG_PATH
 
 
 def table(results, explain: bool = False) -> str:
@@ -30,7 +30,8 @@ def table(results, explain: bool = False) -> str:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="recommend")
 def main(cfg: DictConfig) -> None:
-    recommender = Recommender(Bundle.load(cfg.bundle), query_modality=cfg.query_modality)
+    bundle = Bundle.load(cfg.bundle, trust_config=cfg.trust_config, allowed_targets=tuple(cfg.allowed_targets))
+    recommender = Recommender(bundle, query_modality=cfg.query_modality)
     try:
         if cfg.query:
             print(f"search: {cfg.query}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import hydra
@@ -97,3 +98,28 @@ def build_encoder(modality: str, preset: str, **changes):
     config = {**node_config(f"encoder.{modality}", f"encoder/{modality}={preset}"), **changes}
     config.pop("featurizer")
     return make(config, f"encoder.{modality}", _convert_="all")
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory, tiny_dataset):
+    """A bundle of a 2-epoch fusion_mean model (frozen MiniLM text, tiny image/audio) on a private data copy."""
+    from mmrec.serving.bundle import export_bundle
+    from mmrec.train import train
+
+    root = tmp_path_factory.mktemp("serve")
+    shutil.copytree(tiny_dataset, root / "data" / "synthetic")
+    overrides = [
+        f"paths.data_dir={root / 'data'}",
+        f"paths.cache_dir={root / 'cache'}",
+        *TINY_DATA,
+        *TINY_MODEL,
+        "+experiment=fusion_mean",
+        "encoder/text=minilm",
+        "trainer.max_epochs=2",
+        "model.item_id=true",
+    ]
+    train(compose_config("train", overrides, root / "run"))
+    ckpt = next((root / "run" / "checkpoints").glob("best-*.ckpt"))
+    out = export_bundle(ckpt, root / "bundle")
+    shutil.move(root / "data", root / "data_moved")  # the bundle must not need the training data
+    return out

@@ -88,6 +88,7 @@ class CatalogueStats:
     cold_items: torch.Tensor  # (I,) bool
     train_pairs: PairSet  # (user, item) training interactions, for accidental-hit masking
     user_train_counts: torch.Tensor | None = None  # (U,) training interactions per user
+    item_ids: list[str] | None = None  # (I,) the dataset's item ids, for messages that name items
 
 
 class RecDataModule(L.LightningDataModule):
@@ -272,6 +273,7 @@ class RecDataModule(L.LightningDataModule):
             torch.from_numpy(self.indexed.cold_items.copy()),
             PairSet.from_pairs(users, items, stride=self.num_items),
             torch.tensor([len(seq) for seq in self.indexed.sequences["train"]], dtype=torch.long),
+            self.dataset.items["item_id"].tolist(),
         )
 
     def train_dataloader(self) -> DataLoader:

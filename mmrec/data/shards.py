@@ -65,17 +65,24 @@ def write_shards(featurizer: Featurizer, num_items: int, folder: Path, num_worke
         mask = np.lib.format.open_memmap(tmp / "mask.npy", "w+", np.bool_, (num_items, *mask_shape))
         present = np.zeros(num_items, dtype=np.bool_)
         problems: dict[str, list[str]] = {}
-        loader = DataLoader(_Featurised(featurizer, num_items), batch_size=64, num_workers=num_workers, collate_fn=list)
-        for rows in tqdm(loader, desc=f"decoding {modality} into shards", unit="batch", leave=False):
-            for i, feature, item_problems in rows:
-                if tuple(feature.value.shape) != value_shape or tuple(feature.mask.shape) != mask_shape:
-                    raise ValueError(
-                        f"{modality} featurizer gave item {i} a value of shape {tuple(feature.value.shape)}, "
-                        f"expected {value_shape} like item 0: media shards need fixed-shape features"
-                    )
-                value[i], mask[i], present[i] = feature.value.numpy(), feature.mask.numpy(), feature.present
-                if item_problems:
-                    problems[str(i)] = item_problems
+        loader = DataLoader(
+            _Featurised(featurizer, num_items),
+            batch_size=64,
+            num_workers=num_workers,
+            collate_fn=list,
+            generator=torch.Generator().manual_seed(0),  # worker seeds from here, never from the global RNG
+        )
+        with torch.random.fork_rng(devices=[]):  # building the shards leaves training's random state as it was
+            for rows in tqdm(loader, desc=f"decoding {modality} into shards", unit="batch", leave=False):
+                for i, feature, item_problems in rows:
+                    if tuple(feature.value.shape) != value_shape or tuple(feature.mask.shape) != mask_shape:
+                        raise ValueError(
+                            f"{modality} featurizer gave item {i} a value of shape {tuple(feature.value.shape)}, "
+                            f"expected {value_shape} like item 0: media shards need fixed-shape features"
+                        )
+                    value[i], mask[i], present[i] = feature.value.numpy(), feature.mask.numpy(), feature.present
+                    if item_problems:
+                        problems[str(i)] = item_problems
         value.flush()
         mask.flush()
         del value, mask

@@ -23,9 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from mmrec.build import encoder_configs
+from mmrec.configs import CONFIG_PATH
 from mmrec.data.schema import DataError, RecDataset
 from mmrec.modalities import Featurizer
-from mmrec.train import CONFIG_PATH
 
 
 def presence(dataset: RecDataset, featurizers: dict[str, Featurizer]) -> tuple[dict[str, torch.Tensor], list[str]]:

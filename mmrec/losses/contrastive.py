@@ -1,4 +1,5 @@
-"""In-batch sampled softmax between users and their positive items."""
+"""Softmax between users and their positive items: against the batch's positives (in-batch) or
+against every item of the catalogue."""
 
 from __future__ import annotations
 
@@ -79,3 +80,26 @@ class InBatchSoftmax:
         weight = rows.to(users.dtype)
         exclude = exclude | ~all_valid.unsqueeze(0)
         return in_batch_softmax(users, all_items, labels, out.logit_scale, all_log_q, exclude, weight, total)
+
+
+class CatalogueSoftmax:
+    """Cross-entropy of each user row over every item of the catalogue, as SASRec and UniSRec train.
+
+    Every item is a negative, not only the batch's positives, and no correction is needed: nothing
+    is sampled. The catalogue's embeddings (``out.catalogue``, (I, D)) are computed every step,
+    which is cheap when items embed from cached frozen-encoder outputs and ID tables (mmrec refuses
+    it with trained encoders). Rows are weighted like InBatchSoftmax's, so the DDP average equals
+    the single-process mean; each rank holds the whole catalogue, so nothing is gathered but the
+    count of valid rows.
+    """
+
+    needs_catalogue = True
+
+    def __call__(self, out: TwoTowerOutput) -> torch.Tensor:
+        labels = out.pos_ids
+        if out.valid is None:
+            return in_batch_softmax(out.users, out.catalogue, labels, out.logit_scale)
+        _, world = rank_and_world()
+        total = gather_no_grad(out.valid).sum() / world
+        weight = out.valid.to(out.users.dtype)
+        return in_batch_softmax(out.users, out.catalogue, labels, out.logit_scale, None, None, weight, total)

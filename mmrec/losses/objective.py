@@ -32,6 +32,11 @@ class Objective:
         """The terms (weight > 0) that score sampled negatives, so need ``data.num_negatives >= 1``."""
         return [n for n, t in self.terms.items() if self.weights[n] > 0 and getattr(t, "needs_negatives", False)]
 
+    @property
+    def needs_catalogue(self) -> list[str]:
+        """The terms (weight > 0) that score every item of the catalogue (``TwoTowerOutput.catalogue``)."""
+        return [n for n, t in self.terms.items() if self.weights[n] > 0 and getattr(t, "needs_catalogue", False)]
+
     def __call__(self, out: TwoTowerOutput) -> dict[str, torch.Tensor]:
         """{'loss': the weighted total, name: each term's value} for every term with weight > 0."""
         values = {name: term(out) for name, term in self.terms.items() if self.weights[name] > 0}

@@ -19,7 +19,7 @@ from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preproc
 from torch import nn
 from torchvision.transforms import Compose, PILToTensor
 
-from mmrec.data.media import MediaError, load_image, video_keyframes
+from mmrec.data.media import MAX_IMAGE_PIXELS, MediaError, load_image, video_keyframes
 from mmrec.data.schema import IMAGE_SEPARATOR, Catalogue
 from mmrec.modalities import Feature, Modality
 from mmrec.models.adapt import ModalityEncoder, apply_training_mode, masked_mean
@@ -70,10 +70,20 @@ def pixel_transform(preprocess: PreprocessCfg) -> Compose:
 class ImageFeaturizer:
     """Up to ``num_frames`` frames per item: its images (evenly picked) or else its video's keyframes."""
 
-    def __init__(self, catalogue: Catalogue, model_name: str, pretrained: str | None = None, num_frames: int = 3):
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        model_name: str,
+        pretrained: str | None = None,
+        num_frames: int = 3,
+        max_pixels: int = MAX_IMAGE_PIXELS,
+    ):
+        """``max_pixels``: larger images are refused from their header, undecoded (decompression bombs)."""
         if num_frames < 1:
             raise ValueError(f"encoder.image.featurizer.num_frames must be >= 1, got {num_frames}")
-        self.catalogue, self.num_frames = catalogue, num_frames
+        if not isinstance(max_pixels, int) or max_pixels < 1:
+            raise ValueError(f"data.max_image_pixels must be a positive integer, got {max_pixels!r}")
+        self.catalogue, self.num_frames, self.max_pixels = catalogue, num_frames, max_pixels
         self.preprocess = preprocess_config(model_name, pretrained)
         self.transform = pixel_transform(self.preprocess)
         self.size = self.preprocess.size if isinstance(self.preprocess.size, int) else self.preprocess.size[0]
@@ -85,7 +95,7 @@ class ImageFeaturizer:
             picks = np.linspace(0, len(paths) - 1, num=min(self.num_frames, len(paths))).round().astype(int)
             for k in sorted(set(picks.tolist())):
                 try:
-                    frames.append(load_image(self.catalogue.media_path(paths[k])))
+                    frames.append(load_image(self.catalogue.media_path(paths[k]), self.max_pixels))
                 except MediaError as err:
                     problems.append(str(err))
         if not frames and row.video:
@@ -103,7 +113,12 @@ class ImageFeaturizer:
         return Feature(pixels, mask, bool(mask.any()))
 
     def settings(self) -> dict:
-        return {"num_frames": self.num_frames, "preprocess": repr(self.preprocess), "pixels": "uint8"}
+        return {
+            "num_frames": self.num_frames,
+            "preprocess": repr(self.preprocess),
+            "pixels": "uint8",
+            "max_pixels": self.max_pixels,
+        }
 
     def media_files(self) -> list[Path]:
         items = self.catalogue.items

@@ -113,3 +113,4 @@ class TwoTowerOutput:
     log_q: torch.Tensor  # (B,) log sampling probability of each positive (for logQ correction)
     known: PairSet | None = None  # (user, item) training interactions: never treated as negatives
     valid: torch.Tensor | None = None  # (B,) rows that exist (padded positions of sequence training are not)
+    catalogue: torch.Tensor | None = None  # (I, D) every item's embedding, for terms that rank the whole catalogue

@@ -30,13 +30,16 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from mmrec.build import DataSizes, build, build_model
 from mmrec.checkpoint import read_checkpoint
+from mmrec.configs import check_file_config
 from mmrec.io import atomic_path, write_text
 from mmrec.modalities import modality_of
 from mmrec.serving.index import build_index, read_index, write_index
 from mmrec.training.cache import encode_catalogue
 
 log = logging.getLogger(__name__)
-FORMAT = 1
+FORMAT = 2  # 2: every file hashed, a model card, the service's changes in live/
+LIVE = "live"  # the service's adds and deletes (catalogue + index), beside the immutable export
+LIVE_DIRS = (LIVE, "uploads")
 BUNDLE_PREFIX = "bundle:"  # paths inside the bundle, resolved when it is loaded (the folder may move)
 LIBRARIES = ("mmrec", "torch", "transformers", "open_clip_torch", "torchaudio", "faiss-cpu", "safetensors", "lightning")
 
@@ -98,12 +101,21 @@ def stored_fields(fields: dict[str, str]) -> list[str]:
     return [f for f, kind in fields.items() if kind == "text"]
 
 
-def export_bundle(ckpt_path: str | Path, out: str | Path, index: str = "flat", overrides: dict | None = None) -> Path:
-    """Write the bundle of the checkpoint at ``ckpt_path`` to the folder ``out``."""
+def export_bundle(
+    ckpt_path: str | Path,
+    out: str | Path,
+    index: str = "flat",
+    overrides: dict | None = None,
+    trust_config: bool = False,
+    allowed_targets: tuple[str, ...] = (),
+) -> Path:
+    """Write the bundle of the checkpoint at ``ckpt_path`` to the folder ``out``. The checkpoint's
+    config is checked against mmrec's allowlist of targets first (``mmrec.configs``)."""
     ckpt_path, out = Path(ckpt_path), Path(out)
     checkpoint = read_checkpoint(ckpt_path)
     if "mmrec_config" not in checkpoint:
         raise ValueError(f"{ckpt_path} holds no mmrec_config: it was not written by mmrec.train")
+    check_file_config(checkpoint["mmrec_config"], str(ckpt_path), trust_config, allowed_targets)
     cfg = OmegaConf.merge(OmegaConf.create(checkpoint["mmrec_config"]), OmegaConf.create(overrides or {}))
     dm, module = build(cfg)
     module.load_state_dict(checkpoint["state_dict"])
@@ -140,7 +152,7 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, index: str = "flat", o
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     sizes = {"num_items": dm.num_items, "num_users": dm.num_users, "history_length": dm.history_length}
     sizes["encoder_kwargs"] = {m: f.encoder_kwargs() for m, f in dm.featurizers.items()}
-    files = ["model.safetensors", "catalogue.safetensors", "index.faiss", "users.json", "encoders.json", "config.yaml"]
+    write_text(out / "README.md", model_card(cfg, dm, metrics, sorted(features)))
     manifest = {
         "format": FORMAT,
         "versions": {lib: _version(lib) for lib in LIBRARIES} | {"python": platform.python_version()},
@@ -155,11 +167,37 @@ def export_bundle(ckpt_path: str | Path, out: str | Path, index: str = "flat", o
         "dim": int(embeddings.shape[1]),
         "modalities": sorted(features),
         "sizes": sizes,
-        "sha256": {name: _sha256(out / name) for name in files},
+        "sha256": {name: _sha256(out / name) for name in bundle_files(out)},
     }
     write_text(out / "manifest.json", json.dumps(manifest, indent=2))  # last: its presence marks a complete bundle
     log.info("exported %d items (%s index) to %s", dm.num_items, index, out)
     return out
+
+
+def model_card(cfg, dm, metrics: dict, modalities: list[str]) -> str:
+    """The bundle's README.md: what the model is, what it was trained and measured on, its limits."""
+    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()) if k.startswith("test") and "@" in k)
+    return f"""# mmrec model card
+
+- **Model**: two-tower recommender; item tower over {", ".join(modalities) or "item IDs"} fused by
+  `{OmegaConf.select(cfg, "fusion._target_", default="none")}`, user tower
+  `{OmegaConf.select(cfg, "model.user_tower._target_")}`, width {cfg.model.dim}, item IDs {cfg.model.item_id}.
+- **Data**: `{dm.dataset.name}` ({dm.num_items:,} items, {dm.num_users:,} users), split
+  `{OmegaConf.select(cfg, "data.split.method")}`, data fingerprint `{dm.dataset.fingerprint()}`.
+- **Evaluation**: full ranking over every item; seen items masked:
+  {OmegaConf.select(cfg, "eval.mask_seen", default=True)}.
+
+| test metric | value |
+|---|---|
+{rows or "| (none recorded) | |"}
+
+**Intended use**: ranking this catalogue's items (and items added through the service, embedded from
+their content) for a user given their recent history; the service keeps no user data.
+
+**Limits**: quality was measured only on the data above, offline; new items are embedded from content
+alone (no ID), so they rank as the content-only model does; encoders inherit the biases of their
+pretraining data; popularity and exposure effects are not corrected.
+"""
 
 
 def save_catalogue(out: Path, catalogue: dict) -> None:
@@ -174,9 +212,12 @@ def save_catalogue(out: Path, catalogue: dict) -> None:
 def load_catalogue(path: Path) -> dict:
     from safetensors import safe_open
 
-    with safe_open(str(path), "pt") as handle:
-        items = json.loads(handle.metadata()["items"])
-    tensors = load_file(str(path))
+    try:
+        with safe_open(str(path), "pt") as handle:
+            items = json.loads(handle.metadata()["items"])
+        tensors = load_file(str(path))
+    except Exception as err:  # safetensors' and json's errors name no file
+        raise BundleError(f"{path}: cannot be read as an mmrec catalogue ({type(err).__name__}: {err})") from err
     features = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("features.")}
     present = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("present.")}
     return {
@@ -186,6 +227,35 @@ def load_catalogue(path: Path) -> dict:
         "present": present,
         "deleted": tensors["deleted"],
     }
+
+
+def bundle_files(root: Path) -> list[str]:
+    """Every file of the immutable bundle (relative paths), without the manifest itself and the
+    service's own state (``live/``, ``uploads/``)."""
+    skipped = ("manifest.json",)
+    return sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and str(p.relative_to(root)) not in skipped and p.relative_to(root).parts[0] not in LIVE_DIRS
+    )
+
+
+class BundleError(ValueError):
+    """A bundle file that is missing, damaged or altered: the message names the file and the check."""
+
+
+def verify_files(root: Path, manifest: dict) -> None:
+    """Every file the manifest lists has its SHA-256; every file in a bundle folder is listed."""
+    listed = manifest.get("sha256") or {}
+    for name, digest in listed.items():
+        path = root / name
+        if not path.is_file():
+            raise BundleError(f"{path}: missing (the manifest lists it)")
+        if _sha256(path) != digest:
+            raise BundleError(f"{path}: its SHA-256 differs from the manifest's (a damaged or altered bundle)")
+    unlisted = [name for name in bundle_files(root) if name not in listed]
+    if unlisted:
+        raise BundleError(f"{root / unlisted[0]}: not listed in the manifest (a file added to the bundle is refused)")
 
 
 @dataclass
@@ -201,26 +271,40 @@ class Bundle:
     index: object
 
     @classmethod
-    def load(cls, root: str | Path, verify: bool = True) -> Bundle:
+    def load(
+        cls,
+        root: str | Path,
+        verify: bool = True,
+        expect_manifest_sha256: str | None = None,
+        trust_config: bool = False,
+        allowed_targets: tuple[str, ...] = (),
+    ) -> Bundle:
+        """Load and verify a bundle: the manifest's hash when the operator gives one, every file's
+        SHA-256, then the configs against mmrec's allowlist of targets (``mmrec.configs``), before
+        anything is built. The service's own adds and deletes are read from ``live/`` when present."""
         root = Path(root)
         manifest_path = root / "manifest.json"
         if not manifest_path.is_file():
             raise FileNotFoundError(
                 f"{root}: not an mmrec bundle (no manifest.json; write one with python -m mmrec.export)"
             )
-        manifest = json.loads(manifest_path.read_text())
+        if expect_manifest_sha256 and _sha256(manifest_path) != expect_manifest_sha256.lower():
+            raise BundleError(f"{manifest_path}: its SHA-256 is not the expected one (serve.expect_manifest_sha256)")
+        manifest = read_json(manifest_path)
         if manifest.get("format") != FORMAT:
             raise ValueError(
                 f"{manifest_path}: bundle format {manifest.get('format')}, this mmrec reads format {FORMAT}"
             )
         if verify:
-            for name, digest in manifest["sha256"].items():
-                if name not in ("catalogue.safetensors", "index.faiss") and _sha256(root / name) != digest:
-                    raise ValueError(
-                        f"{root / name}: its SHA-256 differs from the manifest's (a damaged or altered bundle)"
-                    )
-        cfg = OmegaConf.load(root / "config.yaml")
-        encoders = resolve_bundle_paths(json.loads((root / "encoders.json").read_text()), root)
+            verify_files(root, manifest)
+        try:
+            cfg = OmegaConf.load(root / "config.yaml")
+        except Exception as err:  # a YAML or OmegaConf error names no file
+            raise BundleError(f"{root / 'config.yaml'}: cannot be read as YAML ({err})") from err
+        raw_encoders = read_json(root / "encoders.json")
+        check_file_config(OmegaConf.to_container(cfg), str(root / "config.yaml"), trust_config, allowed_targets)
+        check_file_config(raw_encoders, str(root / "encoders.json"), trust_config, allowed_targets)
+        encoders = resolve_bundle_paths(raw_encoders, root)
         sizes = DataSizes(**manifest["sizes"])
         model = build_model(cfg, encoders, sizes)
         missing, unexpected = load_model(model, str(root / "model.safetensors"), strict=False)
@@ -230,24 +314,39 @@ class Bundle:
                 f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
             )
         model.eval()
-        catalogue = load_catalogue(root / "catalogue.safetensors")
-        index = read_index(str(root / "index.faiss"))
-        if index.ntotal != len(catalogue["embeddings"]):  # a crash between the two writes: the catalogue wins
-            log.warning(
-                "%s holds %d vectors for %d items: rebuilding it",
-                root / "index.faiss",
-                index.ntotal,
-                len(catalogue["embeddings"]),
-            )
-            index = build_index(catalogue["embeddings"].numpy(), manifest["index"])
-        users = json.loads((root / "users.json").read_text())
+        state = root / LIVE if (root / LIVE / "catalogue.safetensors").is_file() else root
+        catalogue = load_catalogue(state / "catalogue.safetensors")
+        index = load_or_rebuild_index(state / "index.faiss", catalogue["embeddings"], manifest["index"])
+        users = read_json(root / "users.json")
         return cls(root, manifest, model, encoders, catalogue, users, index)
 
     def save_catalogue(self) -> None:
-        """Persist the current catalogue and index (each written to a temporary file and renamed)."""
-        save_catalogue(self.root, self.catalogue)
-        with atomic_path(self.root / "index.faiss") as tmp:
+        """Persist the current catalogue and index into ``live/`` (each written to a temporary file and
+        renamed); the exported files stay as they were, so the bundle still verifies."""
+        save_catalogue(self.root / LIVE, self.catalogue)
+        with atomic_path(self.root / LIVE / "index.faiss") as tmp:
             write_index(self.index, str(tmp))
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise BundleError(f"{path}: cannot be read as JSON ({err})") from err
+
+
+def load_or_rebuild_index(path: Path, embeddings: torch.Tensor, kind: str):
+    """The FAISS index at ``path``; rebuilt from the (verified) catalogue with a warning when it cannot
+    be read or does not hold one vector per item (a crash between two writes: the catalogue wins)."""
+    try:
+        index = read_index(str(path))
+        if index.ntotal == len(embeddings):
+            return index
+        reason = f"it holds {index.ntotal} vectors for {len(embeddings)} items"
+    except RuntimeError as err:  # faiss's error for a damaged file
+        reason = f"it cannot be read ({str(err).splitlines()[0]})"
+    log.warning("%s: %s; rebuilding it from the catalogue", path, reason)
+    return build_index(embeddings.numpy(), kind)
 
 
 def resolve_bundle_paths(value, root: Path):

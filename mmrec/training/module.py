@@ -74,6 +74,7 @@ class RecModule(L.LightningModule):
         self.register_buffer("popularity", counts.float(), persistent=False)
         self.register_buffer("train_keys", stats.train_pairs.keys, persistent=False)
         self.train_stride = stats.train_pairs.stride
+        self.item_ids = stats.item_ids
         groups = {"all": torch.ones_like(stats.cold_items), "warm": ~stats.cold_items, "cold": stats.cold_items}
         groups.update(popularity_groups(stats.item_train_counts))  # head / mid / tail items
         user_groups = activity_quintiles(stats.user_train_counts)
@@ -154,9 +155,16 @@ class RecModule(L.LightningModule):
             present += list(live.values())
         empty = ~torch.stack(present).any(0)
         if bool(empty.any()):
+            rows = empty.nonzero().flatten()[:10].tolist()
+            named = [self.item_ids[i] for i in rows] if self.item_ids else rows
+            files = (
+                f" Media that could not be used: {'; '.join(self.problems.problems[:3])}."
+                if self.problems.count
+                else ""
+            )
             raise EmptyItemsError(
-                f"{int(empty.sum())} item(s) have no usable modality (all absent or undecodable), e.g. catalogue "
-                f"indices {empty.nonzero().flatten()[:10].tolist()}; run `python -m mmrec.data.validate` to list them. "
+                f"{int(empty.sum())} item(s) have no usable modality (all absent or undecodable), e.g. item id(s) "
+                f"{named}.{files} Run `python -m mmrec.data.validate` to list them all. "
                 "Either give items an ID embedding (model.item_id=true) or one shared learned vector "
                 "(model.empty_items=learned)."
             )
@@ -181,6 +189,18 @@ class RecModule(L.LightningModule):
             cached, cached_present = self.cached(m)
             features[m], present[m] = cached[items.index], cached_present[items.index]
         return self.model.embed_items(features, present, items.index)
+
+    def embed_catalogue(self) -> torch.Tensor:
+        """(I, D) every item from the cached frozen-encoder outputs and the ID tables (training mode)."""
+        if self.live_modalities:
+            raise ValueError(
+                f"loss term(s) {self.objective.needs_catalogue} embed the whole catalogue every step, but "
+                f"{list(self.live_modalities)} have trained encoders: use frozen encoders, or the in-batch softmax"
+            )
+        features = {m: self.cached(m)[0] for m in self.frozen_modalities}
+        present = {m: self.cached(m)[1] for m in self.frozen_modalities}
+        index = torch.arange(len(self.popularity), device=self.device)
+        return self.model.embed_items(features, present, index).embedding
 
     def training_step(self, batch: TrainBatch | SequenceBatch, batch_idx: int) -> torch.Tensor:
         item_out = self.embed_items(batch.items)
@@ -209,6 +229,8 @@ class RecModule(L.LightningModule):
             known=self.known_interactions,
             valid=valid,
         )
+        if self.objective.needs_catalogue:
+            out.catalogue = self.embed_catalogue()
         losses = self.objective(out)
         size = len(batch.user)
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=size)

@@ -178,3 +178,23 @@ def test_padded_rows_change_nothing():
     padded.valid = valid
     loss = InBatchSoftmax(logq_correction=False)
     torch.testing.assert_close(loss(padded), loss(real))
+
+
+def test_catalogue_softmax_is_cross_entropy_over_every_item():
+    from mmrec.losses.contrastive import CatalogueSoftmax
+    from mmrec.models.two_tower import TwoTowerOutput
+
+    torch.manual_seed(0)
+    users, catalogue = F.normalize(torch.randn(5, 8), dim=-1), F.normalize(torch.randn(30, 8), dim=-1)
+    pos_ids, scale = torch.tensor([3, 0, 29, 3, 7]), torch.tensor(2.0)
+    valid = torch.tensor([True, True, False, True, True])
+    empty = torch.zeros(5, 0, 8)
+    out = TwoTowerOutput(
+        users, catalogue[pos_ids], empty, torch.arange(5), pos_ids, torch.zeros(5, 0, dtype=torch.long),
+        scale, torch.zeros(5), torch.zeros(5, 0), torch.zeros(5), valid=valid, catalogue=catalogue,
+    )  # fmt: skip
+    logits = scale.exp() * users @ catalogue.T
+    expected = F.cross_entropy(logits[valid], pos_ids[valid])
+    assert torch.allclose(CatalogueSoftmax()(out), expected)
+    out.valid = None
+    assert torch.allclose(CatalogueSoftmax()(out), F.cross_entropy(logits, pos_ids))

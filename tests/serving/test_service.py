@@ -11,34 +11,9 @@ import torch
 from fastapi.testclient import TestClient
 
 from mmrec.serving.app import create_app
-from mmrec.serving.bundle import Bundle, export_bundle
+from mmrec.serving.bundle import Bundle
 from mmrec.serving.index import INDEX_TYPES, build_index, recall_against_exact
 from mmrec.serving.recommender import Recommender
-from mmrec.train import train
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory, tiny_dataset):
-    """A bundle of a 2-epoch fusion_mean model (frozen MiniLM text, tiny image/audio) on a private data copy."""
-    from conftest import TINY_DATA, TINY_MODEL, compose_config
-
-    root = tmp_path_factory.mktemp("serve")
-    shutil.copytree(tiny_dataset, root / "data" / "synthetic")
-    overrides = [
-        f"paths.data_dir={root / 'data'}",
-        f"paths.cache_dir={root / 'cache'}",
-        *TINY_DATA,
-        *TINY_MODEL,
-        "+experiment=fusion_mean",
-        "encoder/text=minilm",
-        "trainer.max_epochs=2",
-        "model.item_id=true",
-    ]
-    train(compose_config("train", overrides, root / "run"))
-    ckpt = next((root / "run" / "checkpoints").glob("best-*.ckpt"))
-    out = export_bundle(ckpt, root / "bundle")
-    shutil.move(root / "data", root / "data_moved")  # the bundle must not need the training data
-    return out
 
 
 @pytest.fixture
