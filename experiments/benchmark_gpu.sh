@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # One prepared GPU measurement (an H200 when the device tool lends one): mmrec.benchmark on the base
 # presets next to the hand-written anchors, plus short GPU and DDP training runs. Run from the repo
-# root on the GPU machine, with open_clip, hydra-core, omegaconf, antlr4 and wandb carried as wheels
-# (see /work/.library/device/README.md):
+# root on the GPU machine, with mmrec's dependencies installed:
 #   bash experiments/benchmark_gpu.sh "$OUT"
-# The anchors live in ../shared/bench, which does not travel to the device machine: copy them into
-# an ignored folder of the checkout first (cp -r ../shared/bench .bench) and name it in `carry`.
+# The hand-written reference loops (anchor_e2e.py, anchor_rank.py) are not part of mmrec: put them in
+# the ignored folder .bench (or point BENCH_DIR at them).
 set -euo pipefail
 OUT=${1:-runs/benchmark_gpu}
 BENCH=${BENCH_DIR:-.bench}
@@ -13,7 +12,7 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 WANDB_MODE=offline
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
-# the references first (numbers in the performance issue), then mmrec on the same shapes
+# the references first, then mmrec on the same shapes
 python "$BENCH/anchor_e2e.py" --batch 128 --seq 32 --audio-s 5 2>&1 | tail -2 | tee "$OUT/anchor_e2e.txt" || true
 python "$BENCH/anchor_rank.py" 2>&1 | tail -1 | tee "$OUT/anchor_rank.txt" || true
 python -m mmrec.benchmark encoder/text=base encoder/image=base encoder/audio=base \

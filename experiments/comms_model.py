@@ -16,7 +16,7 @@ The time of a collective is the bytes a rank moves over the bus bandwidth NCCL r
 node (W <= --gpus-per-node) the NVLink figure, across nodes the per-GPU network figure. Both are
 assumptions, not measurements (defaults: 360 GB/s for an 8-GPU NVSwitch node, 45 GB/s for one
 400 Gb/s NIC per GPU). Compute per step is B / (samples/s of one GPU); the defaults are the
-hand-written reference loop's H200 figures from the performance issue (mmrec's own GPU figures are
+hand-written reference loop's H200 figures (measured outside mmrec) (mmrec's own GPU figures are
 still to be measured). Two bounds: "no overlap" adds every collective to the step; "overlap" hides
 the gradient all-reduce behind compute (DDP's bucketed all-reduce runs during backward), while the
 embedding all-gather stays on the critical path (the loss needs it).
@@ -35,7 +35,7 @@ from mmrec.build import encoder_configs
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 MODES = ("e2e", "frozen", "cached")
-REFERENCE_SAMPLES_PER_S = {"e2e": 590.0, "frozen": 1242.0, "cached": 11088.0}  # H200, the performance issue
+REFERENCE_SAMPLES_PER_S = {"e2e": 590.0, "frozen": 1242.0, "cached": 11088.0}  # H200, the hand-written reference loop
 
 
 def step_bytes(trainable: int, batch: int, dim: int, world: int) -> dict[str, float]:

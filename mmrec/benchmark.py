@@ -13,7 +13,7 @@ torch.utils.flop_counter, TFLOP/s and % of a stated peak, and the ratio mmrec / 
     rank     full ranking: users x items x dim, top-K, seen items masked
     data     decoded items/s from the configured dataset with N DataLoader workers
 The reference is written as a researcher would (eager, autocast, AdamW, no framework) around the
-same encoder backbones, like ../shared/bench/anchor_e2e.py and anchor_rank.py.
+same encoder backbones.
 """
 
 from __future__ import annotations

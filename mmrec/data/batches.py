@@ -21,8 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mmrec.data.csr import CSR
-from mmrec.data.features import ItemBatch, featurize_items
-from mmrec.modalities import Featurizer
+from mmrec.data.features import Featurizer, ItemBatch, featurize_items
 
 HISTORY_MODES = ("before", "others")
 

@@ -24,13 +24,12 @@ from torch.utils.data import DataLoader
 
 from mmrec.data.batches import HISTORY_MODES, EvalSet, TrainCollator, TrainInteractions, last_items
 from mmrec.data.csr import CSR, PairSet
-from mmrec.data.features import ItemMediaDataset
+from mmrec.data.features import Featurizer, ItemMediaDataset
 from mmrec.data.resumable import EpochLoader, EpochSampler
 from mmrec.data.schema import RecDataset
 from mmrec.data.sequences import SequenceCollator, TrainSequences
 from mmrec.data.shards import sharded
 from mmrec.data.splits import Split, make_split
-from mmrec.modalities import Featurizer
 
 log = logging.getLogger(__name__)
 CAUSAL_SPLITS = ("loo", "temporal", "given")  # held-out items come after the training items in time

@@ -12,11 +12,36 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch.utils.data import Dataset
 
-from mmrec.modalities import Featurizer
+
+@dataclass
+class Feature:
+    """One item's input for one modality."""
+
+    value: torch.Tensor  # what the encoder takes, e.g. text (L,) ids, image (F, 3, H, W), audio (T,)
+    mask: torch.Tensor  # True on real elements: text (L,), image (F,), audio (T,)
+    present: bool  # False when the item has no usable value of this modality
+
+
+class Featurizer(Protocol):
+    """What the data layer needs of a modality's featurizer."""
+
+    def __call__(self, index: int, problems: list[str]) -> Feature:
+        """Row ``index`` of the catalogue; each bad media file appends "path: reason" to ``problems``."""
+
+    def settings(self) -> dict:
+        """Every setting that changes the featurizer's output (JSON-serialisable)."""
+
+    def media_files(self) -> list[Path]:
+        """Every media file the featurizer may read (their sizes and times key the cache)."""
+
+    def encoder_kwargs(self) -> dict:
+        """Data-dependent sizes passed to the modality's ``build_encoder`` (often empty)."""
 
 
 @dataclass

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from mmrec.losses.distributed import rank_and_world
+from mmrec.distributed import rank_and_world
 
 
 class EpochSampler(DistributedSampler):

@@ -18,8 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mmrec.data.batches import last_items, pinned
-from mmrec.data.features import ItemBatch, featurize_items
-from mmrec.modalities import Featurizer
+from mmrec.data.features import Featurizer, ItemBatch, featurize_items
 
 
 @dataclass

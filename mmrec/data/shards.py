@@ -26,7 +26,7 @@ from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from mmrec.modalities import Feature, Featurizer
+from mmrec.data.features import Feature, Featurizer
 
 log = logging.getLogger(__name__)
 ARRAYS = ("value", "mask", "present")

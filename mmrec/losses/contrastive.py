@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mmrec.losses.distributed import gather_no_grad, gather_with_grad, local_labels, rank_and_world
+from mmrec.distributed import gather_no_grad, gather_with_grad, local_labels, rank_and_world
 from mmrec.models.two_tower import TwoTowerOutput
 
 

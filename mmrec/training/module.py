@@ -23,9 +23,9 @@ from mmrec.data.csr import PairSet
 from mmrec.data.datamodule import CatalogueStats
 from mmrec.data.features import ItemBatch
 from mmrec.data.sequences import SequenceBatch
+from mmrec.distributed import rank_and_world
 from mmrec.evaluation.evaluator import FullRankingEvaluator
 from mmrec.evaluation.metrics import popularity_groups
-from mmrec.losses.distributed import rank_and_world
 from mmrec.losses.objective import Objective
 from mmrec.models.two_tower import TwoTowerModel, TwoTowerOutput
 from mmrec.training.cache import FrozenFeatures, ProblemReport
@@ -164,7 +164,7 @@ class RecModule(L.LightningModule):
             )
             raise EmptyItemsError(
                 f"{int(empty.sum())} item(s) have no usable modality (all absent or undecodable), e.g. item id(s) "
-                f"{named}.{files} Run `python -m mmrec.data.validate` to list them all. "
+                f"{named}.{files} Run `python -m mmrec.validate` to list them all. "
                 "Either give items an ID embedding (model.item_id=true) or one shared learned vector "
                 "(model.empty_items=learned)."
             )

@@ -1,8 +1,8 @@
 """Check a dataset before training: counts, modality coverage and every problem found.
 
-    python -m mmrec.data.validate                       # the embedded synthetic dataset
-    python -m mmrec.data.validate data=ml100k encoder/image=none encoder/audio=none
-    python -m mmrec.data.validate data=native data.root=/path/to/data decode=false
+    python -m mmrec.validate                       # the embedded synthetic dataset
+    python -m mmrec.validate data=ml100k encoder/image=none encoder/audio=none
+    python -m mmrec.validate data=native data.root=/path/to/data decode=false
 
 Each problem is one line (a bad media file with the reason, or an unusable item), then a summary.
 Exit status: 0 when the dataset can be trained on (undecodable media are reported; training
@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from mmrec.build import encoder_configs
 from mmrec.configs import CONFIG_PATH
+from mmrec.data.features import Featurizer
 from mmrec.data.schema import DataError, RecDataset
-from mmrec.modalities import Featurizer
 
 
 def presence(dataset: RecDataset, featurizers: dict[str, Featurizer]) -> tuple[dict[str, torch.Tensor], list[str]]:

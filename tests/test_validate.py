@@ -5,9 +5,7 @@ import pandas as pd
 
 
 def run_validate(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "mmrec.data.validate", *args], capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run([sys.executable, "-m", "mmrec.validate", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_report_on_clean_data(tiny_dataset):

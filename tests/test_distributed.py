@@ -10,8 +10,8 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from mmrec.data.csr import PairSet
+from mmrec.distributed import rank_and_world
 from mmrec.losses.contrastive import InBatchSoftmax
-from mmrec.losses.distributed import rank_and_world
 from mmrec.models.two_tower import TwoTowerOutput
 
 B, D, WORLD = 4, 8, 2
