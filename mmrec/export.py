@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from mmrec.configs import CONFIG_PATH
-from mmrec.serving.bundle import export_bundle
+from mmrec.serving.export import export_bundle
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="export")

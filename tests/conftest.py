@@ -103,7 +103,7 @@ def build_encoder(modality: str, preset: str, **changes):
 @pytest.fixture(scope="session")
 def bundle_dir(tmp_path_factory, tiny_dataset):
     """A bundle of a 2-epoch fusion_mean model (frozen MiniLM text, tiny image/audio) on a private data copy."""
-    from mmrec.serving.bundle import export_bundle
+    from mmrec.serving.export import export_bundle
     from mmrec.train import train
 
     root = tmp_path_factory.mktemp("serve")

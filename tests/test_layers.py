@@ -76,7 +76,14 @@ def test_imports_run_down_the_layers():
 
 def test_the_repository_speaks_only_of_mmrec():
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    words = ("../" + "shared", "/wor" + "k/", "/tm" + "p/", "this " + "task", "the quality " + "issue", "lent a " + "GPU")
+    words = (
+        "../" + "shared",
+        "/wor" + "k/",
+        "/tm" + "p/",
+        "this " + "task",
+        "the quality " + "issue",
+        "lent a " + "GPU",
+    )
     hits = [
         f"{name}: {word}"
         for name in tracked

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from mmrec.data.batches import HISTORY_MODES, EvalSet, TrainCollator, TrainInteractions, last_items
 from mmrec.data.csr import CSR, PairSet
-from mmrec.data.features import Featurizer, ItemMediaDataset
+from mmrec.data.features import Featurizer, catalogue_loader, modality_fingerprint
 from mmrec.data.resumable import EpochLoader, EpochSampler
 from mmrec.data.schema import RecDataset
 from mmrec.data.sequences import SequenceCollator, TrainSequences
@@ -245,21 +245,8 @@ class RecDataModule(L.LightningDataModule):
         return self.indexed.num_users
 
     def fingerprint(self, modality: str) -> str:
-        """Identifies modality ``modality``'s inputs: the catalogue, the featurizer's settings and the
-        size and modification time of every media file it reads. Keys the frozen-embedding cache."""
-        featurizer = self.featurizers[modality]
-        digest = hashlib.sha1(
-            json.dumps(
-                {"data": self.dataset.fingerprint(), "settings": featurizer.settings()}, sort_keys=True, default=str
-            ).encode()
-        )
-        for path in featurizer.media_files():
-            try:
-                stat = path.stat()
-                digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
-            except OSError:
-                digest.update(f"{path}:missing\n".encode())
-        return digest.hexdigest()[:16]
+        """Identifies modality ``modality``'s inputs (keys the frozen-embedding cache)."""
+        return modality_fingerprint(self.dataset.fingerprint(), self.featurizers[modality])
 
     def stats(self) -> CatalogueStats:
         keys = [(np.full(len(seq), u), seq) for u, seq in enumerate(self.indexed.sequences["train"])]
@@ -326,16 +313,8 @@ class RecDataModule(L.LightningDataModule):
     def item_dataloader(self, modalities: tuple[str, ...] | None = None) -> DataLoader:
         """The whole catalogue in order, featurised for ``modalities`` (default: the live ones)."""
         modalities = self.live_modalities if modalities is None else tuple(modalities)
-        dataset = ItemMediaDataset({m: self.featurizers[m] for m in modalities}, self.num_items)
-        return DataLoader(
-            dataset,
-            batch_size=self.eval_batch_size,
-            shuffle=False,
-            generator=torch.Generator().manual_seed(self.seed),  # never draws from the global RNG
-            num_workers=self.num_workers,
-            collate_fn=dataset.collate,
-            pin_memory=self.pin_memory,
-        )
+        featurizers = {m: self.featurizers[m] for m in modalities}
+        return catalogue_loader(featurizers, self.num_items, self.eval_batch_size, self.num_workers, self.pin_memory)
 
     def val_dataloader(self) -> DataLoader:
         return self.item_dataloader()

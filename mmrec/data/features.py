@@ -10,6 +10,8 @@ in ``problems`` (one "path: reason" string per bad file) for the consumer to cou
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +87,42 @@ def trim_padding(value: torch.Tensor, mask: torch.Tensor, bucket: int) -> tuple[
     longest = int(real.max()) + 1 if len(real) else 0
     keep = min(mask.shape[1], max(bucket, -(-longest // bucket) * bucket))
     return value[:, :keep], mask[:, :keep]
+
+
+def modality_fingerprint(data_fingerprint: str, featurizer: Featurizer) -> str:
+    """Identifies one modality's inputs: the catalogue's fingerprint, the featurizer's settings and the
+    size and modification time of every media file it reads. Keys the frozen-embedding cache."""
+    settings = json.dumps({"data": data_fingerprint, "settings": featurizer.settings()}, sort_keys=True, default=str)
+    digest = hashlib.sha1(settings.encode())
+    for path in featurizer.media_files():
+        try:
+            stat = path.stat()
+            digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}:missing\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def catalogue_loader(
+    featurizers: Mapping[str, Featurizer],
+    num_items: int,
+    batch_size: int,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+):
+    """The whole catalogue in order as ItemBatches, featurised for ``featurizers``; never draws from the global RNG."""
+    from torch.utils.data import DataLoader
+
+    dataset = ItemMediaDataset(featurizers, num_items)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        generator=torch.Generator().manual_seed(0),
+        num_workers=num_workers,
+        collate_fn=dataset.collate,
+        pin_memory=pin_memory,
+    )
 
 
 class ItemMediaDataset(Dataset):

@@ -11,7 +11,10 @@ users.json             training user ids (for the optional user-ID embedding)
 index.faiss            the ANN index over the item embeddings (FAISS's own format)
 text/                  the text encoder's config and tokenizer (for queries and new items)
 
-python -m mmrec.export ckpt_path=runs/train/<run>/checkpoints/best-epoch007.ckpt out=bundle/ index=hnsw
+README.md              the model card: data, metrics, intended use, limits
+live/                  the service's adds and deletes (catalogue + index), beside the immutable export
+
+Written by ``mmrec.serving.export``; every file but the manifest and live/ is hashed in the manifest.
 """
 
 from __future__ import annotations
@@ -19,73 +22,32 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import platform
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, load_model, save_file
 
-from mmrec.build import DataSizes, build, build_model
-from mmrec.checkpoint import read_checkpoint
+from mmrec.build import DataSizes, build_model
 from mmrec.configs import check_file_config
-from mmrec.io import atomic_path, write_text
+from mmrec.io import atomic_path
 from mmrec.modalities import modality_of
 from mmrec.serving.index import build_index, read_index, write_index
-from mmrec.training.cache import encode_catalogue
 
 log = logging.getLogger(__name__)
 FORMAT = 2  # 2: every file hashed, a model card, the service's changes in live/
 LIVE = "live"  # the service's adds and deletes (catalogue + index), beside the immutable export
 LIVE_DIRS = (LIVE, "uploads")
 BUNDLE_PREFIX = "bundle:"  # paths inside the bundle, resolved when it is loaded (the folder may move)
-LIBRARIES = ("mmrec", "torch", "transformers", "open_clip_torch", "torchaudio", "faiss-cpu", "safetensors", "lightning")
 
 
-def _version(package: str) -> str:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "not installed"
-
-
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def catalogue_features(module, dm) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Every modality's encoder output (I, D_m) and presence (I,) over the catalogue: the cache for
-    frozen modalities, one encoding pass (as the cache is built) for live ones."""
-    module._ensure_cache()
-    out = {m: tuple(t.cpu() for t in module.cached(m)) for m in module.frozen_modalities}
-    for m in module.live_modalities:
-        features, present, _ = encode_catalogue(
-            module.model.encoders[m], m, dm.item_dataloader((m,)), dm.num_items, module.device
-        )
-        out[m] = (features, present)
-    return out
-
-
-def offline_encoder_configs(module, encoders: dict[str, dict], dm, out: Path) -> dict[str, dict]:
-    """Encoder configs that rebuild each architecture without downloads (weights come from
-    model.safetensors), and featurizer configs that work on new items without the training data:
-    each modality rewrites its own (``Modality.offline_config``)."""
-    return {
-        m: modality_of(config, f"encoder.{m}").offline_config(
-            json.loads(json.dumps(config)),
-            module.model.encoders[m],
-            dm.featurizers[m],
-            out / m,
-            f"{BUNDLE_PREFIX}{m}",
-        )
-        for m, config in encoders.items()
-    }
 
 
 def request_fields(encoders: dict[str, dict]) -> dict[str, str]:
@@ -99,105 +61,6 @@ def request_fields(encoders: dict[str, dict]) -> dict[str, str]:
 def stored_fields(fields: dict[str, str]) -> list[str]:
     """The item fields kept in the catalogue's metadata (and returned with results): the text ones."""
     return [f for f, kind in fields.items() if kind == "text"]
-
-
-def export_bundle(
-    ckpt_path: str | Path,
-    out: str | Path,
-    index: str = "flat",
-    overrides: dict | None = None,
-    trust_config: bool = False,
-    allowed_targets: tuple[str, ...] = (),
-) -> Path:
-    """Write the bundle of the checkpoint at ``ckpt_path`` to the folder ``out``. The checkpoint's
-    config is checked against mmrec's allowlist of targets first (``mmrec.configs``)."""
-    ckpt_path, out = Path(ckpt_path), Path(out)
-    checkpoint = read_checkpoint(ckpt_path)
-    if "mmrec_config" not in checkpoint:
-        raise ValueError(f"{ckpt_path} holds no mmrec_config: it was not written by mmrec.train")
-    check_file_config(checkpoint["mmrec_config"], str(ckpt_path), trust_config, allowed_targets)
-    cfg = OmegaConf.merge(OmegaConf.create(checkpoint["mmrec_config"]), OmegaConf.create(overrides or {}))
-    dm, module = build(cfg)
-    module.load_state_dict(checkpoint["state_dict"])
-    module.eval()
-    out.mkdir(parents=True, exist_ok=True)
-    features = catalogue_features(module, dm)
-    with torch.no_grad():
-        index_all = torch.arange(dm.num_items)
-        embeddings = module.model.embed_items(
-            {m: f for m, (f, _) in features.items()}, {m: p for m, (_, p) in features.items()}, index_all
-        ).embedding
-    from mmrec.build import encoder_configs
-
-    encoders = offline_encoder_configs(module, encoder_configs(cfg), dm, out)
-    items = dm.dataset.items
-    catalogue = {
-        "items": items.reindex(columns=stored_fields(request_fields(encoders)), fill_value="")
-        .astype(str)
-        .to_dict("records"),
-        "embeddings": embeddings,
-        "features": {m: f for m, (f, _) in features.items()},
-        "present": {m: p for m, (_, p) in features.items()},
-        "deleted": torch.zeros(dm.num_items, dtype=torch.bool),
-    }
-    save_catalogue(out, catalogue)
-    with atomic_path(out / "model.safetensors") as tmp:
-        save_model(module.model, str(tmp))
-    with atomic_path(out / "index.faiss") as tmp:
-        write_index(build_index(embeddings.numpy(), index), str(tmp))
-    write_text(out / "users.json", json.dumps(dm.indexed.user_ids.tolist()))
-    write_text(out / "encoders.json", json.dumps(encoders, indent=2))
-    write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
-    metrics_file = ckpt_path.resolve().parent.parent / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    sizes = {"num_items": dm.num_items, "num_users": dm.num_users, "history_length": dm.history_length}
-    sizes["encoder_kwargs"] = {m: f.encoder_kwargs() for m, f in dm.featurizers.items()}
-    write_text(out / "README.md", model_card(cfg, dm, metrics, sorted(features)))
-    manifest = {
-        "format": FORMAT,
-        "versions": {lib: _version(lib) for lib in LIBRARIES} | {"python": platform.python_version()},
-        "checkpoint": str(ckpt_path.resolve()),
-        "config_hash": hashlib.sha256(
-            json.dumps(OmegaConf.to_container(cfg), sort_keys=True, default=str).encode()
-        ).hexdigest()[:16],
-        "data_fingerprint": dm.dataset.fingerprint(),
-        "dataset": dm.dataset.name,
-        "metrics": {k: v for k, v in metrics.items() if k.startswith(("test", "best"))},
-        "index": index,
-        "dim": int(embeddings.shape[1]),
-        "modalities": sorted(features),
-        "sizes": sizes,
-        "sha256": {name: _sha256(out / name) for name in bundle_files(out)},
-    }
-    write_text(out / "manifest.json", json.dumps(manifest, indent=2))  # last: its presence marks a complete bundle
-    log.info("exported %d items (%s index) to %s", dm.num_items, index, out)
-    return out
-
-
-def model_card(cfg, dm, metrics: dict, modalities: list[str]) -> str:
-    """The bundle's README.md: what the model is, what it was trained and measured on, its limits."""
-    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()) if k.startswith("test") and "@" in k)
-    return f"""# mmrec model card
-
-- **Model**: two-tower recommender; item tower over {", ".join(modalities) or "item IDs"} fused by
-  `{OmegaConf.select(cfg, "fusion._target_", default="none")}`, user tower
-  `{OmegaConf.select(cfg, "model.user_tower._target_")}`, width {cfg.model.dim}, item IDs {cfg.model.item_id}.
-- **Data**: `{dm.dataset.name}` ({dm.num_items:,} items, {dm.num_users:,} users), split
-  `{OmegaConf.select(cfg, "data.split.method")}`, data fingerprint `{dm.dataset.fingerprint()}`.
-- **Evaluation**: full ranking over every item; seen items masked:
-  {OmegaConf.select(cfg, "eval.mask_seen", default=True)}.
-
-| test metric | value |
-|---|---|
-{rows or "| (none recorded) | |"}
-
-**Intended use**: ranking this catalogue's items (and items added through the service, embedded from
-their content) for a user given their recent history; the service keeps no user data.
-
-**Limits**: quality was measured only on the data above, offline; new items are embedded from content
-alone (no ID), so they rank as the content-only model does; encoders inherit the biases of their
-pretraining data; popularity and exposure effects are not corrected.
-"""
 
 
 def save_catalogue(out: Path, catalogue: dict) -> None:
@@ -251,7 +114,7 @@ def verify_files(root: Path, manifest: dict) -> None:
         path = root / name
         if not path.is_file():
             raise BundleError(f"{path}: missing (the manifest lists it)")
-        if _sha256(path) != digest:
+        if sha256_of(path) != digest:
             raise BundleError(f"{path}: its SHA-256 differs from the manifest's (a damaged or altered bundle)")
     unlisted = [name for name in bundle_files(root) if name not in listed]
     if unlisted:
@@ -288,7 +151,7 @@ class Bundle:
             raise FileNotFoundError(
                 f"{root}: not an mmrec bundle (no manifest.json; write one with python -m mmrec.export)"
             )
-        if expect_manifest_sha256 and _sha256(manifest_path) != expect_manifest_sha256.lower():
+        if expect_manifest_sha256 and sha256_of(manifest_path) != expect_manifest_sha256.lower():
             raise BundleError(f"{manifest_path}: its SHA-256 is not the expected one (serve.expect_manifest_sha256)")
         manifest = read_json(manifest_path)
         if manifest.get("format") != FORMAT:

@@ -111,7 +111,8 @@ def test_features_train_export_serve_and_benchmark_with_no_other_edit(vec_data, 
     from conftest import TINY_DATA, TINY_MODEL, compose_config
 
     from mmrec.serving.app import create_app
-    from mmrec.serving.bundle import Bundle, export_bundle
+    from mmrec.serving.bundle import Bundle
+    from mmrec.serving.export import export_bundle
     from mmrec.serving.recommender import Recommender
     from mmrec.train import train
 

@@ -12,7 +12,8 @@ import yaml
 
 from mmrec.checkpoint import read_checkpoint
 from mmrec.configs import UntrustedConfigError, check_file_config, is_allowed
-from mmrec.serving.bundle import Bundle, BundleError, bundle_files, export_bundle
+from mmrec.serving.bundle import Bundle, BundleError, bundle_files
+from mmrec.serving.export import export_bundle
 
 
 def payload(tmp_path) -> dict:

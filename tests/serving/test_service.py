@@ -42,11 +42,14 @@ def test_bundle_has_no_pickle_and_names_its_versions(bundle_dir):
         ".yaml": lambda p: yaml.safe_load(p.read_text()),
         ".faiss": lambda p: read_index(str(p)),
         ".txt": lambda p: p.read_text(),
+        ".md": lambda p: p.read_text(),
     }
     for path in bundle_dir.rglob("*"):
         if path.is_file():
             assert path.suffix in readers, f"{path.name}: not a known pickle-free format"
             readers[path.suffix](path)  # each parses with a reader that cannot run code
+    card = (bundle_dir / "README.md").read_text()
+    assert "60 items" in card and "| test/recall@20 |" in card and "**Limits**" in card
 
 
 def test_recommend_matches_the_model_and_excludes_history(client):
