@@ -70,6 +70,37 @@ PRESETS = {
         "metrics": ["test/recall@10", "test/ndcg@10", "test_warm/recall@10", "test_cold/recall@10"],
         "seeds": [0, 1, 2],
     },
+    # real data with real item content (pass data.root=DIR after --)
+    "scientific": {
+        "experiments": ["scientific_ids", "scientific_text", "scientific_text_ids"],
+        "overrides": [],
+        "metrics": ["test/recall@10", "test/ndcg@10", "test/recall@50", "test/ndcg@50"],
+        "seeds": [0, 1, 2],
+    },
+    "lastfm": {
+        "experiments": ["lastfm_ids", "lastfm_audio", "lastfm_text", "lastfm_audio_text", "lastfm_audio_text_ids"],
+        "overrides": [],
+        "metrics": ["test/recall@20", "test/ndcg@20", "test_tail/recall@20"],
+        "seeds": [0, 1, 2],
+    },
+    "lastfm_cold": {
+        "experiments": ["lastfm_ids", "lastfm_audio", "lastfm_text", "lastfm_audio_text", "lastfm_audio_text_ids"],
+        "overrides": ["data.split.method=cold_item"],
+        "metrics": ["test/recall@20", "test_warm/recall@20", "test_cold/recall@20", "test_cold/ndcg@20"],
+        "seeds": [0, 1, 2],
+    },
+    "ml100k_tmdb_cold": {
+        "experiments": ["ml100k_tmdb_ids", "ml100k_tmdb_title", "ml100k_tmdb_plot", "ml100k_tmdb_plot_ids"],
+        "overrides": ["data.split.method=cold_item"],
+        "metrics": ["test/recall@10", "test_warm/recall@10", "test_cold/recall@10", "test_cold/ndcg@10"],
+        "seeds": [0, 1, 2],
+    },
+    "ml100k_tmdb": {
+        "experiments": ["ml100k_tmdb_ids", "ml100k_tmdb_plot_ids", "ml100k_tmdb_ids+plot"],
+        "overrides": [],
+        "metrics": ["test/recall@10", "test/ndcg@10", "test/hit@10", "test/mrr@10"],
+        "seeds": [0, 1, 2],
+    },
     "ml100k_loo": {
         "experiments": ["ml100k_sasrec", "ml100k_seq", "ml100k_sasrec+text"],
         "overrides": [],
@@ -100,7 +131,14 @@ VARIANTS = {
     "+genretext_iddrop": [*TEXT, "model.id_dropout=0.5", "+data.dataset.text_fields.class=genres"],
     "+text_noid": [*TEXT, "model.item_id=false"],  # items from their title alone
     "+nologq": ["loss.contrastive.logq_correction=false"],
-    "+cls": ["fusion.pool=cls"],  # the fusion transformer's item from its [CLS] output, not the modality mean
+    "+cls": ["fusion.pool=cls"],
+    # IDs kept for every movie (no ID dropout) with the plot text beside them: the warm-protocol row
+    "+plot": [
+        "encoder/text=minilm",
+        "fusion=mean",
+        "encoder.text.featurizer.columns=[title,description]",
+        "encoder.text.featurizer.max_length=128",
+    ],  # the fusion transformer's item from its [CLS] output, not the modality mean
 }
 
 

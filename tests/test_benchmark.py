@@ -1,6 +1,10 @@
 """mmrec.benchmark on CPU with the tiny presets: every mode runs and reports (no timing asserts)."""
 
+import pytest
+
 from mmrec.benchmark import run, table
+
+pytestmark = pytest.mark.integration  # full train / export / serve runs: `pytest -m integration`
 
 
 def test_every_mode_runs_with_the_reference(compose, data_dir, tmp_path):

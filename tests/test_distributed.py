@@ -14,6 +14,8 @@ from mmrec.distributed import rank_and_world
 from mmrec.losses.contrastive import InBatchSoftmax
 from mmrec.models.two_tower import TwoTowerOutput
 
+pytestmark = pytest.mark.integration  # full train / export / serve runs: `pytest -m integration`
+
 B, D, WORLD = 4, 8, 2
 
 

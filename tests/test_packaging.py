@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import tomllib
 
+pytestmark = pytest.mark.integration  # full train / export / serve runs: `pytest -m integration`
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

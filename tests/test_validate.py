@@ -2,6 +2,9 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.integration  # full train / export / serve runs: `pytest -m integration`
 
 
 def run_validate(*args):

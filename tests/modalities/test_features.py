@@ -107,6 +107,7 @@ def vec_data(tmp_path_factory, tiny_dataset):
     return root
 
 
+@pytest.mark.integration
 def test_features_train_export_serve_and_benchmark_with_no_other_edit(vec_data, tmp_path):
     from conftest import TINY_DATA, TINY_MODEL, compose_config
 

@@ -104,6 +104,7 @@ def test_offline_minilm_loads_pretrained_weights():
     assert out[0] @ out[1] > out[0] @ out[2] + 0.2  # real weights: related sentences are closer
 
 
+@pytest.mark.integration  # builds every preset's encoder
 def test_bad_encoder_options_are_clear():
     with pytest.raises(ValueError, match="unknown encoder mode 'partial'"):
         build_encoder("text", "tiny", mode="partial")

@@ -155,7 +155,7 @@ def test_modality_encoder_zeroes_absent_rows_without_nan_gradients():
 
 def test_user_tower_without_history_is_a_user_id_embedding():
     """data.history_length=0: MF-style users from their ID alone; without an ID it is refused."""
-    tower = UserTower(dim=8, history_length=0, num_users=5, user_id=True, heads=2)
+    tower = UserTower(dim=8, history_length=0, num_users=5, user_id=True, heads=2).eval()  # no dropout
     users = torch.tensor([0, 1, 0])
     out = tower(torch.zeros(3, 0, 8), torch.zeros(3, 0, dtype=torch.bool), users)
     assert out.shape == (3, 8) and torch.allclose(out[0], out[2]) and not torch.allclose(out[0], out[1])

@@ -15,6 +15,8 @@ from mmrec.serving.bundle import Bundle
 from mmrec.serving.index import INDEX_TYPES, build_index, recall_against_exact
 from mmrec.serving.recommender import Recommender
 
+pytestmark = pytest.mark.integration  # full train / export / serve runs: `pytest -m integration`
+
 
 @pytest.fixture
 def client(bundle_dir, tmp_path):

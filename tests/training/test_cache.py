@@ -11,6 +11,8 @@ from mmrec.build import build
 from mmrec.train import train
 from mmrec.training.module import EmptyItemsError
 
+pytestmark = pytest.mark.integration  # full train / export / serve runs: `pytest -m integration`
+
 
 def cache_files(tmp_path, modality="image"):
     return sorted((tmp_path / "cache" / "embeddings").glob(f"*-{modality}-*.pt"))

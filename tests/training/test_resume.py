@@ -13,6 +13,8 @@ from conftest import TINY_DATA, TINY_MODEL
 
 from mmrec.train import train
 
+pytestmark = pytest.mark.integration  # full train / export / serve runs: `pytest -m integration`
+
 HERE = Path(__file__).resolve().parent
 
 

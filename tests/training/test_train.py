@@ -10,6 +10,8 @@ from conftest import EXPERIMENTS
 
 from mmrec.train import train
 
+pytestmark = pytest.mark.integration  # full train / export / serve runs: `pytest -m integration`
+
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_runs_one_batch_per_stage(train_config, compose, tmp_path, experiment):
@@ -219,19 +221,32 @@ def test_wandb_offline_run_holds_group_best_value_and_tables(train_config, compo
     assert eval_meta.job_type == "eval" and eval_meta.run_group == run.run_group
 
 
-def test_wandb_login_is_resolved_by_wandb_for_self_hosted_servers(tmp_path, monkeypatch):
-    from mmrec.train import wandb_logged_in
+def test_wandb_login_is_resolved_by_wandb_for_self_hosted_servers(tmp_path):
+    """Checked in a fresh process each time: wandb keeps session credentials in-process, so other
+    tests' runs must not decide the answer."""
+    import os
+    import subprocess
+    import sys
 
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
-    monkeypatch.setenv("WANDB_BASE_URL", "http://wandb.example.internal:8080")
-    assert not wandb_logged_in()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("WANDB_")},
+        "HOME": str(tmp_path),
+        "NETRC": str(tmp_path / ".netrc"),
+        "WANDB_BASE_URL": "http://wandb.example.internal:8080",
+    }
+
+    def logged_in() -> bool:
+        code = "from mmrec.runs import wandb_logged_in; print(wandb_logged_in())"
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip().splitlines()[-1] == "True"
+
+    assert not logged_in()
     (tmp_path / ".netrc").write_text(
         "machine wandb.example.internal:8080\n  login user\n  password local-" + "0" * 40 + "\n"
     )
     (tmp_path / ".netrc").chmod(0o600)
-    assert wandb_logged_in()
+    assert logged_in()
 
 
 def test_two_process_cpu_ddp_training(train_config, tmp_path):
