@@ -50,7 +50,10 @@ def read_imdb_plots(path: Path) -> dict[str, str]:
 
 
 def load_movielens_tmdb(
-    root: str | Path, interactions_root: str | Path | None = None, name: str = "ml-100k", text: tuple = ("overview", "tagline", "plot")
+    root: str | Path,
+    interactions_root: str | Path | None = None,
+    name: str = "ml-100k",
+    text: tuple = ("overview", "tagline", "plot"),
 ) -> RecDataset:
     """ml-100k's interactions with TMDB/IMDb text and posters (module docstring). ``text`` chooses the
     description's parts: any of overview (TMDB), tagline (TMDB), plot (IMDb)."""
@@ -71,7 +74,9 @@ def load_movielens_tmdb(
     )
     plots_path = root / "imdb_details.json"
     parts["plot"] = items["item_id"].map(read_imdb_plots(plots_path)).fillna("") if plots_path.is_file() else ""
-    items["description"] = [" ".join(p for p in row if p) for row in zip(*(pd.Series(parts[t], index=items.index) for t in text))]
+    items["description"] = [
+        " ".join(p for p in row if p) for row in zip(*(pd.Series(parts[t], index=items.index) for t in text))
+    ]
     flags = tmdb.reindex(items["item_id"])
     items["tags"] = [
         "|".join(g for g in GENRES if str(row.get(g, "0")).strip() in ("1", "1.0")) for _, row in flags.iterrows()
