@@ -1,60 +1,84 @@
 """Serve a bundle over HTTP: python -m mmrec.serve bundle=DIR [host=... port=... workers=...]
 
-Endpoints: POST /recommend, POST /search, GET /items/{id}/similar, POST /items, POST /items/upload,
-DELETE /items/{id}, GET /health, GET /metrics (Prometheus). See README "Serving".
+Endpoints under /v1: POST /recommend, POST /search, GET /items/{id}/similar, POST /items,
+POST /items/upload, DELETE /items/{id} (writes need a bearer token), GET /live, /ready, /health,
+/metrics (Prometheus, all workers). Every worker serves every item: adds and deletes go through one
+SQLite store shared by the workers of a host (mmrec.serving.live). See docs/serving.md.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import hydra
 import torch
 import uvicorn
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mmrec.configs import CONFIG_PATH
-from mmrec.serving.app import create_app
-from mmrec.serving.bundle import Bundle
-from mmrec.serving.recommender import Recommender
+
+SETTINGS = "MMREC_SERVE_SETTINGS"  # the serve config, as JSON, for every worker process
+TOKEN = "MMREC_API_TOKEN"  # the write token; an environment variable, so never in a config file or a log
 
 
-def bundle_options(env) -> dict:
-    """Bundle.load's verification and trust options, as the serve config (env: for every worker) gives them."""
-    allowed = env.get("MMREC_ALLOWED_TARGETS", "")
-    return {
-        "expect_manifest_sha256": env.get("MMREC_EXPECT_MANIFEST_SHA256") or None,
-        "trust_config": env.get("MMREC_TRUST_CONFIG") == "true",
-        "allowed_targets": tuple(a for a in allowed.split(",") if a),
-    }
+def api_token(cfg: DictConfig) -> str | None:
+    """``serve.api_token``, else the file ``serve.api_token_file``, else $MMREC_API_TOKEN."""
+    if cfg.api_token:
+        return str(cfg.api_token)
+    if cfg.api_token_file:
+        path = Path(cfg.api_token_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"serve.api_token_file={path}: no such file")
+        return path.read_text().strip() or None
+    return os.environ.get(TOKEN) or None
+
+
+def build_app(settings: dict, token: str | None):
+    """Load and verify the bundle, open the live store, and build the app (in each worker)."""
+    from mmrec.serving.app import create_app
+    from mmrec.serving.bundle import Bundle
+    from mmrec.serving.recommender import Recommender
+
+    torch.set_num_threads(settings["torch_threads"])
+    bundle = Bundle.load(
+        settings["bundle"],
+        expect_manifest_sha256=settings["expect_manifest_sha256"],
+        trust_config=settings["trust_config"],
+        allowed_targets=tuple(settings["allowed_targets"]),
+    )
+    recommender = Recommender(
+        bundle, settings["media_root"], settings["query_modality"], settings["store"], settings["compact_after"]
+    )
+    max_bytes = int(settings["max_upload_mb"] * 1024 * 1024)
+    return create_app(recommender, max_bytes, token, settings["allow_anonymous_writes"])
 
 
 def app_from_env():
-    """The app factory uvicorn calls in every worker (settings travel in environment variables)."""
-    torch.set_num_threads(int(os.environ.get("MMREC_TORCH_THREADS", "1")))
-    bundle = Bundle.load(os.environ["MMREC_BUNDLE"], **bundle_options(os.environ))
-    recommender = Recommender(
-        bundle, os.environ.get("MMREC_MEDIA_ROOT") or None, os.environ.get("MMREC_QUERY_MODALITY") or None
-    )
-    return create_app(recommender, int(float(os.environ.get("MMREC_MAX_UPLOAD_MB", "50")) * 1024 * 1024))
+    """The app factory uvicorn calls in every worker."""
+    return build_app(json.loads(os.environ[SETTINGS]), os.environ.get(TOKEN) or None)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="serve")
 def main(cfg: DictConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
-    os.environ.update(
-        MMREC_BUNDLE=str(cfg.bundle),
-        MMREC_MEDIA_ROOT=str(cfg.media_root or ""),
-        MMREC_MAX_UPLOAD_MB=str(cfg.max_upload_mb),
-        MMREC_TORCH_THREADS=str(cfg.torch_threads),
-        MMREC_QUERY_MODALITY=str(cfg.query_modality or ""),
-        MMREC_EXPECT_MANIFEST_SHA256=str(cfg.expect_manifest_sha256 or ""),
-        MMREC_TRUST_CONFIG=str(bool(cfg.trust_config)).lower(),
-        MMREC_ALLOWED_TARGETS=",".join(cfg.allowed_targets),
-    )
-    bundle = Bundle.load(cfg.bundle, **bundle_options(os.environ))  # fail here, with the reason
-    Recommender(bundle, cfg.media_root or None, cfg.query_modality)
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("api_token", "api_token_file"):
+        settings.pop(key)
+    token = api_token(cfg)
+    build_app(settings, token)  # fail here, once, with the reason, rather than in every worker
+    os.environ[SETTINGS] = json.dumps(settings)
+    if token:
+        os.environ[TOKEN] = token
+    if cfg.workers > 1:  # every worker writes its metrics to files that /metrics merges
+        metrics_dir = Path(tempfile.gettempdir()) / f"mmrec-metrics-{cfg.port}"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     uvicorn.run(
         "mmrec.serve:app_from_env",
         factory=True,
@@ -62,6 +86,7 @@ def main(cfg: DictConfig) -> None:
         port=cfg.port,
         workers=cfg.workers,
         access_log=cfg.access_log,
+        timeout_worker_healthcheck=cfg.worker_start_timeout,
     )
 
 

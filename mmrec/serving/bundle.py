@@ -12,7 +12,7 @@ index.faiss            the ANN index over the item embeddings (FAISS's own forma
 text/                  the text encoder's config and tokenizer (for queries and new items)
 
 README.md              the model card: data, metrics, intended use, limits
-live/                  the service's adds and deletes (catalogue + index), beside the immutable export
+live/                  the service's adds and deletes (an SQLite store), beside the immutable export
 
 Written by ``mmrec.serving.export``; every file but the manifest and live/ is hashed in the manifest.
 """
@@ -33,12 +33,11 @@ from mmrec.build import DataSizes, build_model
 from mmrec.configs import check_file_config
 from mmrec.io import atomic_path
 from mmrec.modalities import modality_of
-from mmrec.serving.index import build_index, read_index, write_index
+from mmrec.serving.index import build_index, read_index
 
 log = logging.getLogger(__name__)
-FORMAT = 2  # 2: every file hashed, a model card, the service's changes in live/
-LIVE = "live"  # the service's adds and deletes (catalogue + index), beside the immutable export
-LIVE_DIRS = (LIVE, "uploads")
+FORMAT = 2  # 2: every file hashed, a model card
+LIVE_DIRS = ("live", "uploads")  # the service's own state beside the immutable export: never verified
 BUNDLE_PREFIX = "bundle:"  # paths inside the bundle, resolved when it is loaded (the folder may move)
 
 
@@ -144,7 +143,7 @@ class Bundle:
     ) -> Bundle:
         """Load and verify a bundle: the manifest's hash when the operator gives one, every file's
         SHA-256, then the configs against mmrec's allowlist of targets (``mmrec.configs``), before
-        anything is built. The service's own adds and deletes are read from ``live/`` when present."""
+        anything is built. The service's adds and deletes live in a store beside it (``mmrec.serving.live``)."""
         root = Path(root)
         manifest_path = root / "manifest.json"
         if not manifest_path.is_file():
@@ -177,18 +176,15 @@ class Bundle:
                 f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
             )
         model.eval()
-        state = root / LIVE if (root / LIVE / "catalogue.safetensors").is_file() else root
-        catalogue = load_catalogue(state / "catalogue.safetensors")
-        index = load_or_rebuild_index(state / "index.faiss", catalogue["embeddings"], manifest["index"])
+        catalogue = load_catalogue(root / "catalogue.safetensors")
+        index = load_or_rebuild_index(root / "index.faiss", catalogue["embeddings"], manifest["index"])
         users = read_json(root / "users.json")
         return cls(root, manifest, model, encoders, catalogue, users, index)
 
-    def save_catalogue(self) -> None:
-        """Persist the current catalogue and index into ``live/`` (each written to a temporary file and
-        renamed); the exported files stay as they were, so the bundle still verifies."""
-        save_catalogue(self.root / LIVE, self.catalogue)
-        with atomic_path(self.root / LIVE / "index.faiss") as tmp:
-            write_index(self.index, str(tmp))
+    @property
+    def identity(self) -> str:
+        """The SHA-256 of the manifest, which hashes every file: what a live store is bound to."""
+        return sha256_of(self.root / "manifest.json")
 
 
 def read_json(path: Path):

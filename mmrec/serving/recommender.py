@@ -5,7 +5,6 @@ history comes with every request and is not stored or logged."""
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from mmrec.data.features import featurize_items
 from mmrec.data.schema import Catalogue
 from mmrec.modalities import FIELD_KINDS, modality_of
 from mmrec.serving.bundle import Bundle, request_fields, stored_fields
-from mmrec.serving.index import search
+from mmrec.serving.live import Conflict, LiveCatalogue
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +48,22 @@ class Recommender:
     requests are relative to it and must stay inside it). ``query_modality``: the modality search
     queries are embedded through (None: the one modality that can, if there is exactly one)."""
 
-    def __init__(self, bundle: Bundle, media_root: str | Path | None = None, query_modality: str | None = None):
+    def __init__(
+        self,
+        bundle: Bundle,
+        media_root: str | Path | None = None,
+        query_modality: str | None = None,
+        store: str | Path | None = None,
+        compact_after: int = 1000,
+    ):
+        """``store``: the SQLite file of the live adds and deletes, shared by every worker (default
+        BUNDLE/live/store.sqlite); ``compact_after``: deleted items that trigger an index rebuild."""
         self.bundle, self.model = bundle, bundle.model
         self.media_root = Path(media_root) if media_root else bundle.root / "uploads"
-        self.lock = threading.RLock()
-        cat = bundle.catalogue
-        self.items: list[dict] = cat["items"]
-        self.positions = {item["item_id"]: i for i, item in enumerate(self.items)}
-        self.num_deleted = int(cat["deleted"].sum())  # kept, not recounted per request (O(catalogue))
+        store = Path(store) if store else bundle.root / "live" / "store.sqlite"
+        self.live = LiveCatalogue(
+            bundle.catalogue, bundle.index, bundle.manifest["index"], store, bundle.identity, compact_after
+        )
         self.user_positions = {u: i for i, u in enumerate(bundle.users)}
         self.num_id_items = bundle.manifest["sizes"]["num_items"]  # rows of the item-ID table
         self.history_length = bundle.manifest["sizes"]["history_length"]
@@ -69,32 +76,34 @@ class Recommender:
     # -- lookups ---------------------------------------------------------------------------------
     @property
     def size(self) -> int:
-        return len(self.items) - self.num_deleted
+        self.live.sync()
+        return self.live.size
+
+    @property
+    def items(self) -> list[dict]:
+        return self.live.items
+
+    @property
+    def positions(self) -> dict[str, int]:
+        """Item id -> catalogue position (deleted items keep theirs)."""
+        return self.live.positions
 
     def _known(self, item_ids: list[str]) -> list[int]:
-        unknown = [
-            i for i in item_ids if i not in self.positions or self.bundle.catalogue["deleted"][self.positions[i]]
-        ]
+        self.live.sync()  # another worker's adds and deletes first
+        unknown = [i for i in item_ids if not self.live.exists(i)]
         if unknown:
             raise RequestError(
                 f"unknown item id(s) {unknown[:10]}" + (f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else ""),
                 404,
             )
-        return [self.positions[i] for i in item_ids]
+        return [self.live.positions[i] for i in item_ids]
 
     def _top(self, query: np.ndarray, k: int, exclude: set[int]) -> list[tuple[int, float]]:
-        """Top k (position, exact score) for a (D,) query, skipping ``exclude`` and deleted items."""
-        deleted = self.bundle.catalogue["deleted"]
-        fetch = k + len(exclude) + self.num_deleted  # over-fetch: HNSW cannot remove vectors, so results are filtered
-        with self.lock:
-            _, found = search(self.bundle.index, query[None], fetch)
-            embeddings = self.bundle.catalogue["embeddings"]
-        kept = [int(p) for p in found[0] if p >= 0 and int(p) not in exclude and not deleted[int(p)]][:k]
-        scores = (embeddings[kept] @ torch.from_numpy(query)).tolist() if kept else []
-        return sorted(zip(kept, scores), key=lambda t: -t[1])
+        return self.live.top(query, k, exclude)
 
     def _scored(self, results: list[tuple[int, float]]) -> list[Scored]:
-        return [Scored(self.items[p]["item_id"], s, self.items[p]["title"]) for p, s in results]
+        items = self.live.items
+        return [Scored(items[p]["item_id"], s, items[p].get("title", "")) for p, s in results]
 
     # -- users -----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -106,7 +115,7 @@ class Recommender:
         mask = torch.zeros(1, n, dtype=torch.bool)
         if recent:
             items[0, -len(recent) :], mask[0, -len(recent) :] = torch.tensor(recent), True
-        emb = self.bundle.catalogue["embeddings"][items]  # (1, N, D)
+        emb = self.live.embeddings.view[items]  # (1, N, D)
         user = torch.tensor([self.user_positions.get(user_id, -1) if user_id is not None else -1])
         return self.model.embed_users(emb, mask, user)[0]
 
@@ -123,7 +132,7 @@ class Recommender:
         results = self._scored(self._top(user.numpy(), k, set(positions) if exclude_seen else set()))
         if explain:
             for r in results:
-                r.explanation = self.explain(user, positions, self.positions[r.item_id], user_id)
+                r.explanation = self.explain(user, positions, self.live.positions[r.item_id], user_id)
         return results
 
     # -- explanations ----------------------------------------------------------------------------
@@ -132,10 +141,10 @@ class Recommender:
         """Why ``position`` scored as it did: per modality, the score minus the score with that modality
         masked out (exact: the fusion takes missing modalities); per history item, the score minus the
         score without that item in the history (the five largest)."""
-        cat = self.bundle.catalogue
-        score = float(user @ cat["embeddings"][position])
+        live = self.live
+        score = float(user @ live.embeddings.view[position])
         modalities = {}
-        present = {m: bool(cat["present"][m][position]) for m in cat["present"]}
+        present = {m: bool(p.data[position]) for m, p in live.present.items()}
         for m in [m for m, p in present.items() if p]:
             masked = self._item_embedding(position, drop=m)
             modalities[m] = round(score - float(user @ masked), 6) if masked is not None else None
@@ -150,7 +159,7 @@ class Recommender:
         for j, h in enumerate(recent):
             without = self.embed_user(recent[:j] + recent[j + 1 :], user_id)
             contributions.append(
-                (self.items[h]["item_id"], round(score - float(without @ cat["embeddings"][position]), 6))
+                (live.items[h]["item_id"], round(score - float(without @ live.embeddings.view[position]), 6))
             )
         contributions.sort(key=lambda t: -t[1])
         return {
@@ -161,9 +170,8 @@ class Recommender:
 
     def _item_embedding(self, position: int, drop: str | None = None, use_ids: bool = True) -> torch.Tensor | None:
         """The item's embedding recomputed from its stored encoder outputs, optionally without ``drop``."""
-        cat = self.bundle.catalogue
-        features = {m: f[position : position + 1] for m, f in cat["features"].items()}
-        present = {m: p[position : position + 1].clone() for m, p in cat["present"].items()}
+        features = {m: f.view[position : position + 1] for m, f in self.live.features.items()}
+        present = {m: p.view[position : position + 1].clone() for m, p in self.live.present.items()}
         if drop is not None:
             present[drop][:] = False
             if (
@@ -200,7 +208,7 @@ class Recommender:
 
     def similar(self, item_id: str, k: int = 10) -> list[Scored]:
         (position,) = self._known([item_id])
-        vector = self.bundle.catalogue["embeddings"][position].numpy()
+        vector = self.live.embeddings.view[position].numpy()
         return self._scored(self._top(vector, k, {position}))
 
     # -- catalogue changes -----------------------------------------------------------------------
@@ -221,6 +229,11 @@ class Recommender:
             }[kind]
             if not ok:
                 raise RequestError(f"item field '{name}' must be {FIELD_KINDS[kind]}", 422)
+            for path in [value] if kind == "path" else value if kind == "paths" else []:
+                if "\0" in path or path.startswith(("/", "\\")) or ".." in Path(path).parts:
+                    raise RequestError(
+                        f"item field '{name}': media paths are relative to the media root, without '..'", 422
+                    )
             row[name] = "|".join(value) if kind == "paths" else value
         return row
 
@@ -230,12 +243,14 @@ class Recommender:
 
     @torch.no_grad()
     def add_item(self, item: dict) -> Scored:
-        """Encode a new item with the bundle's encoders, fuse it, add it to the index and persist.
-        Media paths are relative to ``media_root``; a file that cannot be decoded is refused (422)."""
+        """Encode a new item with the bundle's encoders, fuse it and record it in the live store: once
+        this returns, the add is durable and every worker serves the item. Media paths are relative to
+        ``media_root``; a file that cannot be decoded is refused (422)."""
         item_id = str(item.get("item_id", "")).strip()
         if not item_id:
             raise RequestError("item_id is required", 422)
-        if item_id in self.positions and not self.bundle.catalogue["deleted"][self.positions[item_id]]:
+        self.live.sync()
+        if self.live.exists(item_id):  # checked again inside the store's transaction
             raise RequestError(f"item {item_id} exists already", 409)
         row = self.item_row(item)
         try:
@@ -244,33 +259,35 @@ class Recommender:
             raise RequestError(str(err), 422) from err
         batch = featurize_items(featurizers, [0])
         if batch.problems:
-            raise RequestError("media cannot be used: " + "; ".join(batch.problems), 422)
+            raise RequestError("media cannot be used: " + "; ".join(self.without_root(p) for p in batch.problems), 422)
         if not any(bool(p.any()) for p in batch.present.values()):
             raise RequestError(f"item {item_id} has none of the modalities {sorted(featurizers)}", 422)
         features = self.model.encode(batch.inputs, batch.input_mask, batch.present)
         embedding = self.model.embed_items(
             features, batch.present, torch.zeros(1, dtype=torch.long), use_ids=False
         ).embedding
-        with self.lock:
-            cat = self.bundle.catalogue
-            position = len(self.items)
-            cat["embeddings"] = torch.cat([cat["embeddings"], embedding.float()])
-            for m in cat["features"]:
-                cat["features"][m] = torch.cat([cat["features"][m], features[m].float()])
-                cat["present"][m] = torch.cat([cat["present"][m], batch.present[m]])
-            cat["deleted"] = torch.cat([cat["deleted"], torch.zeros(1, dtype=torch.bool)])
-            self.items.append({f: str(row.get(f, "")) for f in stored_fields(self.fields)})
-            self.positions[item_id] = position
-            self.bundle.index.add(embedding.float().numpy())
-            self.bundle.save_catalogue()
-        return Scored(item_id, 1.0, self.items[position]["title"])
+        stored = {f: str(row.get(f, "")) for f in stored_fields(self.fields)}
+        try:
+            self.live.add(
+                stored,
+                embedding[0],
+                {m: f[0] for m, f in features.items()},
+                {m: p[0] for m, p in batch.present.items()},
+            )
+        except Conflict as err:
+            raise RequestError(str(err), 409) from err
+        return Scored(item_id, 1.0, stored.get("title", ""))
 
     def delete_item(self, item_id: str) -> None:
-        (position,) = self._known([item_id])
-        with self.lock:
-            self.bundle.catalogue["deleted"][position] = True
-            self.num_deleted += 1
-            self.bundle.save_catalogue()
+        self._known([item_id])
+        try:
+            self.live.delete(item_id)
+        except Conflict as err:  # deleted meanwhile by another worker
+            raise RequestError(str(err), 404) from err
+
+    def without_root(self, problem: str) -> str:
+        """A media problem without the server's paths: relative to the media root."""
+        return problem.replace(str(self.media_root.resolve()) + "/", "").replace(str(self.media_root) + "/", "")
 
 
 def choose_query_modality(modalities: dict, chosen: str | None) -> str | None:

@@ -134,7 +134,7 @@ def test_features_train_export_serve_and_benchmark_with_no_other_edit(vec_data, 
 
     recommender = Recommender(loaded, media_root=tmp_path / "media")
     assert recommender.fields["vec"] == "vector" and recommender.query_modality == "text"
-    with TestClient(create_app(recommender)) as client:
+    with TestClient(create_app(recommender, allow_anonymous_writes=True)) as client:
         bad = client.post("/items", json={"item_id": "new", "vec": [1.0] * 3})
         assert bad.status_code == 422 and "vec: expected a list of 8 numbers" in bad.json()["detail"]
         assert client.post("/items", json={"item_id": "new", "vec": [0.1] * 8}).status_code == 201

@@ -17,6 +17,8 @@ from mmrec.serving.recommender import Recommender
 
 pytestmark = pytest.mark.integration  # full train / export / serve runs: `pytest -m integration`
 
+TOKEN = "test-token-0123456789"
+
 
 @pytest.fixture
 def client(bundle_dir, tmp_path):
@@ -24,7 +26,8 @@ def client(bundle_dir, tmp_path):
     shutil.copytree(bundle_dir, bundle)  # each test mutates its own copy
     recommender = Recommender(Bundle.load(bundle), media_root=tmp_path / "media")
     (tmp_path / "media").mkdir()
-    with TestClient(create_app(recommender, max_upload_bytes=200_000)) as c:
+    app = create_app(recommender, max_upload_bytes=200_000, api_token=TOKEN)
+    with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
         c.recommender = recommender
         yield c
 
@@ -123,8 +126,8 @@ def test_a_new_item_is_recommendable_at_once_and_persisted(client, tmp_path, tin
     assert len(found) == 61 and "new-1" in [i["item_id"] for i in found]  # searchable at once
     assert client.post("/recommend", json={"history": ["new-1"], "k": 3}).status_code == 200  # usable as history
     reloaded = Recommender(Bundle.load(rec.bundle.root))
-    assert "new-1" in reloaded.positions and reloaded.bundle.index.ntotal == 61
-    torch.testing.assert_close(reloaded.bundle.catalogue["embeddings"], rec.bundle.catalogue["embeddings"])
+    assert "new-1" in reloaded.positions and reloaded.live.index.ntotal == 61
+    torch.testing.assert_close(reloaded.live.embeddings.view, rec.live.embeddings.view)
     assert client.post("/items", json=new).status_code == 409
     assert client.delete("/items/new-1").status_code == 200
     assert "new-1" not in [
@@ -212,3 +215,86 @@ def test_every_index_type_finds_the_exact_neighbours(kind):
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     recall = recall_against_exact(build_index(vectors, kind), vectors, vectors[:50], 10)
     assert recall >= {"flat": 1.0, "flat_fp16": 0.99, "hnsw": 0.95, "ivfpq": 0.3}[kind], recall
+
+
+def test_writes_need_the_token_and_reads_do_not(client):
+    new = {"item_id": "auth-1", "title": "x"}
+    anonymous = client.post("/v1/items", json=new, headers={"Authorization": ""})
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == "Bearer"
+    wrong = client.post("/v1/items", json=new, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 403
+    assert client.delete("/v1/items/i00001", headers={"Authorization": ""}).status_code == 401
+    assert client.post("/v1/recommend", json={"history": ["i00001"]}, headers={"Authorization": ""}).status_code == 200
+    assert client.get("/v1/live").json() == {"status": "alive"} and client.get("/v1/ready").status_code == 200
+    health = client.get("/v1/health").json()
+    assert health["bundle"]["manifest_sha256"] == client.recommender.bundle.identity and health["items"] == 60
+    with pytest.raises(ValueError, match="serve.allow_anonymous_writes=true"):
+        create_app(client.recommender)
+
+
+def test_malformed_requests_get_4xx_naming_the_field_not_a_path(client):
+    nul = client.post("/v1/items", json={"item_id": "n1", "image": ["a\u0000.png"]})
+    assert nul.status_code == 422 and "item field 'image'" in nul.json()["detail"]
+    up = client.post("/v1/items", json={"item_id": "n2", "audio": "../../etc/passwd"})
+    assert up.status_code == 422 and "without '..'" in up.json()["detail"]
+    for bad in ("..", "a/b", "", "x" * 200):
+        assert client.post("/v1/items", json={"item_id": bad, "title": "t"}).status_code == 422
+    missing = client.post("/v1/items", json={"item_id": "n3", "audio": "absent.wav"})
+    assert missing.status_code == 422 and str(client.recommender.media_root) not in missing.json()["detail"]
+    explain = client.post("/v1/recommend", json={"history": ["i00001"], "k": 500, "explain": True})
+    assert explain.status_code == 422 and "at most 50" in explain.json()["detail"]
+    typed = client.post("/v1/recommend", json={"history": "i00001", "k": "many"})
+    assert typed.status_code == 422 and {d["field"] for d in typed.json()["detail"]} == {"body.history", "body.k"}
+
+
+def test_two_worker_processes_share_the_catalogue(bundle_dir, tmp_path):
+    """python -m mmrec.serve workers=2: adds through either worker are served by both, none lost."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, bundle)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**__import__("os").environ, "MMREC_API_TOKEN": TOKEN}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mmrec.serve", f"bundle={bundle}", f"port={port}", "workers=2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url, auth = f"http://127.0.0.1:{port}/v1", {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        for _ in range(240):
+            try:
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        added, pids = [], set()
+        for i in range(16):  # a new connection each time: the kernel spreads them over both workers
+            with httpx.Client(timeout=30) as c:
+                r = c.post(f"{url}/items", json={"item_id": f"w-{i}", "title": f"added {i}"}, headers=auth)
+                assert r.status_code == 201, r.text
+                added.append(f"w-{i}")
+        for item in added:  # every add is visible through whichever worker answers
+            with httpx.Client(timeout=30) as c:
+                assert c.get(f"{url}/items/{item}/similar", params={"k": 1}).status_code == 200
+                pids.add(c.get(f"{url}/health").json()["items"])
+        assert pids == {60 + len(added)}  # both workers count every item
+        metrics = httpx.get(f"{url}/metrics", timeout=30).text
+        posts = sum(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("mmrec_requests_total") and 'endpoint="/items"' in line and 'status="201"' in line
+        )
+        assert posts == len(added)  # counted across both workers
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
