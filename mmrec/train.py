@@ -12,6 +12,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig
 
 from mmrec.build import build
@@ -52,7 +53,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     checkpoint = trainer.checkpoint_callback
-    wandb_loggers = [lg for lg in loggers if type(lg).__name__ == "WandbLogger"]
+    wandb_loggers = [lg for lg in loggers if isinstance(lg, WandbLogger)]
     if checkpoint is not None and checkpoint.best_model_score is not None:
         metrics[f"best/{cfg.eval.monitor}"] = float(checkpoint.best_model_score)
         for logger in wandb_loggers:  # W&B's own max summary of valid/* is beside it; this one is exact

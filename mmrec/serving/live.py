@@ -99,7 +99,7 @@ class LiveCatalogue:
     def bind(self, store: Path, bundle_id: str) -> None:
         """A store belongs to one bundle: its records were encoded by that bundle's model."""
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('bundle', ?)", (bundle_id,))
-        (bound,) = self.db.execute("SELECT value FROM meta WHERE key = 'bundle'").fetchone()
+        (bound,) = self.db.execute("SELECT value FROM meta WHERE key = 'bundle'").fetchall()[0]
         if bound != bundle_id:
             raise ValueError(
                 f"{store}: the live store holds the adds and deletes of another bundle ({bound}, this one is "
@@ -130,10 +130,12 @@ class LiveCatalogue:
     # -- applying the store's records --------------------------------------------------------------
     def sync(self) -> None:
         """Apply every record this process has not seen yet (cheap when there is none)."""
-        (latest,) = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()
-        if latest <= self.applied:
-            return
+        # One connection per process, shared by its threads: every statement runs under the lock and is
+        # read to the end, so no statement is open on the connection while another thread commits.
         with self.lock:
+            (latest,) = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchall()[0]
+            if latest <= self.applied:
+                return
             rows = self.db.execute(
                 "SELECT seq, op, item_id, item, tensors FROM changes WHERE seq > ? ORDER BY seq", (self.applied,)
             ).fetchall()
@@ -165,10 +167,10 @@ class LiveCatalogue:
 
     # -- writing ---------------------------------------------------------------------------------
     def _last_op(self, item_id: str) -> str | None:
-        row = self.db.execute(
+        rows = self.db.execute(
             "SELECT op FROM changes WHERE item_id = ? ORDER BY seq DESC LIMIT 1", (item_id,)
-        ).fetchone()
-        return row[0] if row else None
+        ).fetchall()
+        return rows[0][0] if rows else None
 
     def _exists_in_store(self, item_id: str) -> bool:
         last = self._last_op(item_id)

@@ -10,7 +10,9 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.loggers import WandbLogger
 
+from mmrec.evaluation.groups import EvalResult
 from mmrec.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -44,10 +46,10 @@ class Throughput(L.Callback):
         )
 
 
-def top_unseen(last: dict, start: int, stop: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def top_unseen(last: EvalResult, start: int, stop: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores and catalogue indices (rows start..stop of the last evaluation's users, K) of the top-K
     items each user has not seen, as the evaluator ranks them."""
-    items, users, es = last["items"], last["users"], last["eval_set"]
+    items, users, es = last.items, last.users, last.eval_set
     scores = users[start:stop].float() @ items.float().T
     seen = es.seen.dense(start, stop, len(items))
     top = scores.masked_fill(seen, float("-inf")).topk(min(k, len(items)), dim=1)
@@ -65,9 +67,9 @@ class TopKLists(L.Callback):
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         last = getattr(pl_module, "last_eval", None)
-        if last is None or last["part"] != "test":
+        if last is None or last.part != "test":
             return
-        indexed, es = trainer.datamodule.indexed, last["eval_set"]
+        indexed, es = trainer.datamodule.indexed, last.eval_set
         item_ids = trainer.datamodule.dataset.items["item_id"].to_numpy()
         frames = []
         for start in range(0, len(es), self.chunk_users):
@@ -119,7 +121,7 @@ class RecommendationTables(L.Callback):
         self.users, self.k, self.items = users, k, items
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        loggers = [lg for lg in trainer.loggers if type(lg).__name__ == "WandbLogger"]
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if not loggers or not trainer.is_global_zero or not hasattr(pl_module, "last_eval"):
             return
         import wandb
@@ -127,7 +129,7 @@ class RecommendationTables(L.Callback):
         dataset = trainer.datamodule.dataset
         run = loggers[0].experiment
         run.log({"test/recommendations": self._user_table(wandb, pl_module.last_eval, dataset)})
-        run.log({"test/item_embeddings": self._item_table(wandb, pl_module.last_eval["items"], dataset)})
+        run.log({"test/item_embeddings": self._item_table(wandb, pl_module.last_eval.items, dataset)})
 
     def _media(self, wandb, dataset, row):
         from mmrec.data.media import MediaError, load_audio, load_image
@@ -147,8 +149,8 @@ class RecommendationTables(L.Callback):
             pass
         return image, audio
 
-    def _user_table(self, wandb, last: dict, dataset):
-        es = last["eval_set"]
+    def _user_table(self, wandb, last: EvalResult, dataset):
+        es = last.eval_set
         columns = ["user", "history", "rank", "item", "title", "keyframe", "audio", "hit"]
         table = wandb.Table(columns=columns)
         _, top = top_unseen(last, 0, min(self.users, len(es)), self.k)

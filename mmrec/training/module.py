@@ -15,6 +15,7 @@ from functools import partial
 import lightning as L
 import torch
 import torch.distributed as dist
+from lightning.pytorch.loggers import WandbLogger
 from torch import nn
 
 from mmrec.checkpoint import rng_states, set_rng_states
@@ -25,7 +26,7 @@ from mmrec.data.features import ItemBatch
 from mmrec.data.sequences import SequenceBatch
 from mmrec.distributed import rank_and_world
 from mmrec.evaluation.evaluator import FullRankingEvaluator
-from mmrec.evaluation.metrics import popularity_groups
+from mmrec.evaluation.groups import EvalResult, activity_quintiles, item_groups
 from mmrec.losses.objective import Objective
 from mmrec.models.two_tower import TwoTowerModel, TwoTowerOutput
 from mmrec.training.cache import FrozenFeatures, ProblemReport
@@ -75,8 +76,7 @@ class RecModule(L.LightningModule):
         self.register_buffer("train_keys", stats.train_pairs.keys, persistent=False)
         self.train_stride = stats.train_pairs.stride
         self.item_ids = stats.item_ids
-        groups = {"all": torch.ones_like(stats.cold_items), "warm": ~stats.cold_items, "cold": stats.cold_items}
-        groups.update(popularity_groups(stats.item_train_counts))  # head / mid / tail items
+        groups = item_groups(stats.cold_items, stats.item_train_counts)
         user_groups = activity_quintiles(stats.user_train_counts)
         self.evaluators = nn.ModuleDict(
             {part: evaluator(groups=groups, popularity=counts, user_groups=user_groups) for part in PARTS}
@@ -89,7 +89,7 @@ class RecModule(L.LightningModule):
         checkpoint["mmrec_config"] = self.run_config
         checkpoint["mmrec_rng"] = rng_states()
         for logger in self.loggers:
-            if type(logger).__name__ == "WandbLogger":
+            if isinstance(logger, WandbLogger):
                 checkpoint["mmrec_wandb_id"] = logger.version
                 checkpoint["mmrec_wandb_group"] = str(logger.experiment.group or "")
 
@@ -303,7 +303,7 @@ class RecModule(L.LightningModule):
         evaluator.update(users, table, mine.targets, mine.seen, mine.users, candidates)
         metrics = {metric_key(part, name): float(value) for name, value in evaluator.compute().items()}
         self.log_dict(metrics, sync_dist=False, rank_zero_only=False)
-        self.last_eval = {"part": part, "items": table.detach(), "users": users.detach(), "eval_set": mine}
+        self.last_eval = EvalResult(part, table.detach(), users.detach(), mine)
 
     def on_validation_epoch_start(self) -> None:
         self._start_eval()
@@ -365,16 +365,6 @@ class RecModule(L.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def activity_quintiles(counts: torch.Tensor) -> dict[str, torch.Tensor]:
-    """(U,) masks of users by training interactions: users_q1 (least active fifth) .. users_q5 (most)."""
-    if counts is None or len(counts) == 0:
-        return {}
-    order = torch.argsort(counts.double(), stable=True)
-    quintile = torch.empty_like(order)
-    quintile[order] = torch.arange(len(order)) * 5 // len(order)
-    return {f"users_q{q + 1}": quintile == q for q in range(5)}
 
 
 def metric_key(part: str, name: str) -> str:

@@ -8,6 +8,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+from formats import write_recbole_benchmark as write_benchmark_files
 
 from mmrec.data.csr import CSR
 from mmrec.data.loaders.benchmark import load_mmrec, load_recbole_benchmark
@@ -20,23 +21,7 @@ ASINS = ["A0", "A1", "A2", "A3", "A4", "A5"]
 
 
 def write_recbole_benchmark(root, sequences=SEQUENCES, name="Toy", max_len=50, texts=None):
-    """The layout UniSRec releases: prefix-augmented train rows (longest first), valid and test rows."""
-    header = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
-    rows = {"train": [], "valid": [], "test": []}
-    for user, seq in sequences.items():
-        for end in range(len(seq) - 3, 0, -1):  # targets seq[1..n-3], longest history first
-            rows["train"].append((user, seq[:end][-max_len:], seq[end]))
-        rows["valid"].append((user, seq[:-2][-max_len:], seq[-2]))
-        rows["test"].append((user, seq[:-1][-max_len:], seq[-1]))
-    for part, lines in rows.items():
-        body = "".join(f"{u}\t{' '.join(map(str, h))}\t{t}\n" for u, h, t in lines)
-        (root / f"{name}.{part}.inter").write_text(header + body)
-    (root / f"{name}.item2index").write_text("".join(f"{a}\t{i}\n" for i, a in enumerate(ASINS)))
-    texts = {a: f"text of {a}" for a in ASINS} if texts is None else texts
-    (root / f"{name}.text").write_text(
-        "item_id:token\ttext:token_seq\n" + "".join(f"{a}\t{t}\n" for a, t in texts.items())
-    )
-    return root
+    return write_benchmark_files(root, sequences, ASINS, name, max_len, texts)
 
 
 def test_sequences_and_the_given_split_are_rebuilt_exactly(tmp_path):

@@ -16,9 +16,18 @@ pytestmark = pytest.mark.integration  # full train / export / serve runs: `pytes
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_runs_one_batch_per_stage(train_config, compose, tmp_path, experiment):
     from conftest import TINY_MODEL, node_config
+    from formats import WRITERS
 
-    if node_config("data", f"+experiment={experiment}")["prepare"] is None:  # its own dataset, not the generated one
+    data = node_config("data", f"+experiment={experiment}")
+    if (
+        data["prepare"] is None
+    ):  # its own dataset, not the generated one: a tiny one in its layout where it needs a root
         base = [f"paths.cache_dir={tmp_path / 'cache'}", f"paths.runs_dir={tmp_path / 'runs'}", *TINY_MODEL]
+        writer = WRITERS.get(data["dataset"]["_target_"])
+        if writer is not None:
+            base.append(f"data.root={writer(tmp_path / 'data')}")
+        if "CatalogueSoftmax" in str(node_config("loss", f"+experiment={experiment}")):
+            base.append("encoder.text.mode=frozen")  # the catalogue softmax embeds every item from frozen encoders
         cfg = compose("train", [*base, f"+experiment={experiment}", "debug=fdr"], tmp_path / "run")
     else:
         cfg = train_config(f"+experiment={experiment}", "debug=fdr")
