@@ -164,8 +164,8 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     setup = f"{args.workers} workers, {args.clients} clients, {args.requests} requests x {args.rounds} rounds"
     print(f"\n{setup}, kill -9 at 60%")
-    print(f"acknowledged adds lost: {lost} of {len(all_adds)}; acknowledged deletes undone: {wrongly_back} of")
-    print(f"{all_deletes}; 5xx: {len(errors)}")
+    print(f"acknowledged adds lost: {lost} of {len(all_adds)}; deletes undone: {wrongly_back} of {all_deletes}")
+    print(f"5xx answers: {len(errors)}")
     print(f"cross-worker visibility: an add was served by a fresh connection within {max(delays) * 1000:.1f} ms (max)")
     print("| endpoint | requests | p50 ms | p99 ms |\n|---|---|---|---|")
     for kind, values in sorted(latencies.items()):
