@@ -177,7 +177,7 @@ def bench_training(cfg: DictConfig, encoders: dict[str, dict], mode: str, device
     if mode == "cached":
         with torch.no_grad():
             for m, enc in module.model.encoders.items():
-                module.set_cached(
+                module.model.frozen.set(
                     m, enc(items.inputs[m], items.input_mask[m], items.present[m]).float(), items.present[m]
                 )
         items = ItemBatch(index=items.index)

@@ -32,6 +32,27 @@ class PointwiseScorer(nn.Module):
         return self.scale * (users * items).sum(-1) + self.bias
 
 
+class FeatureTable(nn.Module):
+    """The frozen encoders' outputs over the whole catalogue, per modality: (I, D_m) features and (I,)
+    presence, held as non-persistent buffers (they move with the model, and checkpoints and bundles
+    keep weights only: the table is rebuilt from the frozen encoders or their disk cache)."""
+
+    def set(self, modality: str, features: torch.Tensor, present: torch.Tensor) -> None:
+        self.register_buffer(f"{modality}_features", features, persistent=False)
+        self.register_buffer(f"{modality}_present", present, persistent=False)
+
+    def get(self, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return getattr(self, f"{modality}_features"), getattr(self, f"{modality}_present")
+
+    def gather(self, modalities: tuple[str, ...], index: torch.Tensor | None = None):
+        """(features, present) dicts of ``modalities`` for catalogue rows ``index`` (None: every row)."""
+        features, present = {}, {}
+        for m in modalities:
+            f, p = self.get(m)
+            features[m], present[m] = (f, p) if index is None else (f[index], p[index])
+        return features, present
+
+
 class TwoTowerModel(nn.Module):
     """Built encoders (one ModalityEncoder per modality), the two towers, the temperature and the scorer.
 
@@ -57,6 +78,7 @@ class TwoTowerModel(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)), requires_grad=learn_temperature)
         self.max_log_scale = math.log(max_logit_scale)
         self.scorer = PointwiseScorer()
+        self.frozen = FeatureTable()  # the frozen encoders' outputs, filled by the trainer (never saved)
         self.clamp_()
 
     @property

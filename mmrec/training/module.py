@@ -126,21 +126,12 @@ class RecModule(L.LightningModule):
             return
         encoders = {m: self.model.encoders[m] for m in self.frozen_modalities}
         for m, (features, present, problems) in self.features.load(encoders, len(self.popularity), self.device).items():
-            self.set_cached(m, features, present)
+            self.model.frozen.set(m, features.to(self.device), present.to(self.device))
             self.problems.add(problems)
             log.info("%s: %d of %d items have it", m, int(present.sum()), len(present))
         if self.problems.count:
             log.warning("%d media file(s) could not be decoded; those modalities count as missing", self.problems.count)
         self._cached = True
-
-    def set_cached(self, modality: str, features: torch.Tensor, present: torch.Tensor) -> None:
-        """Install a frozen modality's encoder outputs (I, D_m) and presence (I,) over the catalogue."""
-        self.register_buffer(f"cached_{modality}", features.to(self.device), persistent=False)
-        self.register_buffer(f"cached_{modality}_present", present.to(self.device), persistent=False)
-
-    def cached(self, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """A frozen modality's cached encoder outputs (I, D_m) and presence (I,)."""
-        return getattr(self, f"cached_{modality}"), getattr(self, f"cached_{modality}_present")
 
     def check_empty_items(self) -> None:
         """Raise before training when some item has no usable modality and the model cannot embed it
@@ -148,7 +139,7 @@ class RecModule(L.LightningModule):
         tower = self.model.item_tower
         if tower.fusion is None or tower.id_embedding is not None or tower.empty is not None:
             return
-        present = [self.cached(m)[1].cpu() for m in self.frozen_modalities]
+        present = [self.model.frozen.get(m)[1].cpu() for m in self.frozen_modalities]
         if self.live_modalities:
             live, problems = self.features.presence(self.live_modalities, len(self.popularity))
             self.problems.add(problems)
@@ -185,9 +176,9 @@ class RecModule(L.LightningModule):
         self.problems.add(items.problems)
         features = self.model.encode(items.inputs, items.input_mask, items.present, self.live_modalities)
         present = {m: items.present[m] for m in self.live_modalities}
-        for m in self.frozen_modalities:
-            cached, cached_present = self.cached(m)
-            features[m], present[m] = cached[items.index], cached_present[items.index]
+        cached, cached_present = self.model.frozen.gather(self.frozen_modalities, items.index)
+        features.update(cached)
+        present.update(cached_present)
         return self.model.embed_items(features, present, items.index)
 
     def embed_catalogue(self) -> torch.Tensor:
@@ -197,8 +188,7 @@ class RecModule(L.LightningModule):
                 f"loss term(s) {self.objective.needs_catalogue} embed the whole catalogue every step, but "
                 f"{list(self.live_modalities)} have trained encoders: use frozen encoders, or the in-batch softmax"
             )
-        features = {m: self.cached(m)[0] for m in self.frozen_modalities}
-        present = {m: self.cached(m)[1] for m in self.frozen_modalities}
+        features, present = self.model.frozen.gather(self.frozen_modalities)
         index = torch.arange(len(self.popularity), device=self.device)
         return self.model.embed_items(features, present, index).embedding
 
