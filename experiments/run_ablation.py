@@ -183,6 +183,9 @@ def main() -> None:
     parser.add_argument(
         "--jobs", type=int, default=1, help="runs at a time; each gets cores/jobs torch threads (minutes/run grows)"
     )
+    parser.add_argument(
+        "--table-only", action="store_true", help="tabulate the runs that finished; launch nothing (a stopped grid)"
+    )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
     preset = PRESETS[args.preset]
@@ -193,7 +196,7 @@ def main() -> None:
         (experiment, seed)
         for seed in args.seeds or preset["seeds"]
         for experiment in experiments
-        if not (args.out / experiment / f"seed{seed}" / "metrics.json").is_file()
+        if not (args.out / experiment / f"seed{seed}" / "metrics.json").is_file() and not args.table_only
     ]
 
     def launch(experiment: str, seed: int) -> str | None:

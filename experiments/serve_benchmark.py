@@ -17,8 +17,6 @@ import json
 import os
 import platform
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,40 +25,20 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
+from serving_process import TOKEN, free_port, start_server
 
 from mmrec.data.synthetic import TOPICS
 from mmrec.io import write_text
-from mmrec.serving.bundle import load_catalogue, save_catalogue
+from mmrec.serving.bundle import bundle_files, load_catalogue, save_catalogue, sha256_of
 from mmrec.serving.index import build_index, write_index
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(bundle: Path, port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "mmrec.serve", f"bundle={bundle}", f"port={port}", "host=127.0.0.1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.5)
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read()[-2000:]}")
-    proc.kill()
-    raise RuntimeError("server did not start within 600 s")
 
 
 async def drive(port: int, make_request, n: int, concurrency: int) -> dict:
     """``n`` requests at ``concurrency`` in flight; per-request latency and overall req/s."""
     latencies, failures = [], 0
     queue = iter(range(n))
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=auth) as client:
 
         async def worker():
             nonlocal failures
@@ -106,7 +84,8 @@ def million_bundle(source: Path, out: Path, kind: str, n: int = 1_000_000) -> Pa
     write_index(build_index(vectors.numpy(), kind), str(out / "index.faiss"))
     print(f"built the 1M-item {kind} index in {time.perf_counter() - start:.0f} s", flush=True)
     manifest = json.loads((out / "manifest.json").read_text())
-    manifest["index"] = kind
+    manifest["index"] = kind  # a bundle this script made itself: its files hashed anew
+    manifest["sha256"] = {name: sha256_of(out / name) for name in bundle_files(out)}
     write_text(out / "manifest.json", json.dumps(manifest))
     return out
 

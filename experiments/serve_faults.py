@@ -17,9 +17,6 @@ import os
 import random
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,30 +24,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-
-TOKEN = "serve-faults-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(bundle: Path, port: int, workers: int, log: Path | None = None) -> subprocess.Popen:
-    env = {**os.environ, "MMREC_API_TOKEN": TOKEN}
-    command = [sys.executable, "-m", "mmrec.serve", f"bundle={bundle}", f"port={port}", f"workers={workers}"]
-    stderr = open(log, "a") if log else subprocess.DEVNULL  # noqa: SIM115 (the server process owns it)
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                return server
-        except httpx.TransportError:
-            time.sleep(0.5)
-    raise RuntimeError("the server did not become ready in 300 s")
+from serving_process import TOKEN, free_port, start_server
 
 
 def burst(url: str, catalogue: list[str], clients: int, requests: int, round_id: int, kill_after: float, server):
@@ -142,13 +116,15 @@ def main() -> None:
     lost, wrongly_back, errors, latencies, all_adds, delays, all_deletes = 0, 0, [], {}, [], [], 0
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
-    server = start(bundle, port, args.workers, args.log)
+    server = start_server(bundle, port, args.workers, args.log, timeout=300)
     catalogue = [i["item_id"] for i in httpx.post(f"{url}/search", json={"query": "a", "k": 50}).json()["items"]]
     for round_id in range(args.rounds):
         delays.append(visibility_delay(url))
         adds, deletes, lat, err = burst(url, catalogue, args.clients, args.requests, round_id, 0.6, server)
         server.wait(timeout=60)
-        server = start(bundle, port, args.workers, args.log)  # after kill -9: every acknowledged write must be there
+        server = start_server(
+            bundle, port, args.workers, args.log, timeout=300
+        )  # after kill -9: every acknowledged write must be there
         for kind, values in lat.items():
             latencies.setdefault(kind, []).extend(values)
         errors += err
