@@ -13,8 +13,14 @@ from __future__ import annotations
 
 import math
 
-import faiss
 import numpy as np
+
+try:
+    import faiss
+except ImportError as err:  # an extra, so that a user's own FAISS build (faiss-gpu) is not shadowed
+    raise ImportError(
+        'mmrec\'s export and serving need FAISS: pip install "mmrec[serve]" (faiss-cpu), or your own faiss-gpu'
+    ) from err
 
 INDEX_TYPES = ("flat", "flat_fp16", "hnsw", "ivfpq")
 
