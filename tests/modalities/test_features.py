@@ -138,8 +138,9 @@ def test_features_train_export_serve_and_benchmark_with_no_other_edit(vec_data, 
         bad = client.post("/items", json={"item_id": "new", "vec": [1.0] * 3})
         assert bad.status_code == 422 and "vec: expected a list of 8 numbers" in bad.json()["detail"]
         assert client.post("/items", json={"item_id": "new", "vec": [0.1] * 8}).status_code == 201
-        assert bool(recommender.bundle.catalogue["present"]["vec"][-1])
-        assert not bool(recommender.bundle.catalogue["present"]["text"][-1])
+        new = recommender.positions["new"]  # the add is in the live catalogue (the bundle stays as exported)
+        assert new == 60 and bool(recommender.live.present["vec"].data[new])
+        assert not bool(recommender.live.present["text"].data[new])
         similar = client.get("/items/new/similar", params={"k": 3}).json()["items"]
         assert len(similar) == 3 and "new" not in [s["item_id"] for s in similar]
 
