@@ -130,10 +130,10 @@ def train_batch(items: ItemBatch, b: int, num_users: int, device) -> TrainBatch:
 def mmrec_module(cfg: DictConfig, encoders: dict[str, dict], mode: str, b: int, device) -> RecModule:
     """The LightningModule as training builds it, for a synthetic catalogue of ``b`` items."""
     bench = cfg.benchmark
-    configs = {m: {**c, "mode": "full" if mode == "e2e" else "frozen"} for m, c in encoders.items()}
-    for c in configs.values():  # a frozen encoder cannot train an attention pool over frames (build refuses it)
-        if c["mode"] == "frozen" and c.get("frame_pooling") == "attn":
-            c["frame_pooling"] = "mean"
+    configs = {
+        m: modality_of(c, f"encoder.{m}").with_mode(dict(c), "full" if mode == "e2e" else "frozen")
+        for m, c in encoders.items()
+    }
     sizes = DataSizes(
         b,
         bench.num_users,

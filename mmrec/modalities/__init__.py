@@ -55,6 +55,11 @@ class Modality:
         rewritten config names as ``bundle_path``."""
         return config
 
+    def with_mode(self, config: dict, mode: str) -> dict:
+        """``config`` with its encoder in training ``mode`` (frozen / full / lora), and whatever else
+        that mode needs (benchmarks switch every encoder between frozen and full)."""
+        return {**config, "mode": mode}
+
     def random_init(self, config: dict) -> dict:
         """``config`` rewritten to build the architecture alone, with nothing downloaded (benchmarks)."""
         return config

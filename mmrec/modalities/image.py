@@ -228,6 +228,13 @@ class ImageModality(Modality):
         config["pretrained"] = None
         return config
 
+    def with_mode(self, config: dict, mode: str) -> dict:
+        """A frozen tower cannot train an attention pool over frames (build refuses it): mean instead."""
+        config = {**config, "mode": mode}
+        if mode == "frozen" and config.get("frame_pooling") == "attn":
+            config["frame_pooling"] = "mean"
+        return config
+
     def example_inputs(self, featurizer_config: Mapping, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         size = preprocess_config(featurizer_config["model_name"], None).size
         size = size if isinstance(size, int) else size[0]
