@@ -31,7 +31,8 @@ def table(results, explain: bool = False) -> str:
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="recommend")
 def main(cfg: DictConfig) -> None:
     bundle = Bundle.load(cfg.bundle, trust_config=cfg.trust_config, allowed_targets=tuple(cfg.allowed_targets))
-    recommender = Recommender(bundle, query_modality=cfg.query_modality)
+    store = bundle.root / "live" / "store.sqlite"  # a service's adds and deletes, when it has any; else none
+    recommender = Recommender(bundle, query_modality=cfg.query_modality, store=store if store.is_file() else ":memory:")
     try:
         if cfg.query:
             print(f"search: {cfg.query}")

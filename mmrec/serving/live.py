@@ -88,7 +88,8 @@ class LiveCatalogue:
         self.applied = 0
         self.rebuilding: threading.Thread | None = None
         store = Path(store)
-        store.parent.mkdir(parents=True, exist_ok=True)
+        if str(store) != ":memory:":  # sqlite's private in-memory database: a read-only use
+            store.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(store), timeout=30.0, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")

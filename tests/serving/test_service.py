@@ -298,3 +298,22 @@ def test_two_worker_processes_share_the_catalogue(bundle_dir, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+def test_the_recommend_command_reads_a_bundle_without_writing_to_it(bundle_dir, tmp_path):
+    import subprocess
+    import sys
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, bundle, ignore=shutil.ignore_patterns("live", "uploads"))
+    before = sorted(p.name for p in bundle.rglob("*"))
+    out = subprocess.run(
+        [sys.executable, "-m", "mmrec.recommend", f"bundle={bundle}", "history=[i00001,i00007]", "k=3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert len([line for line in out.stdout.splitlines() if line.strip()[:1].isdigit()]) == 3
+    assert sorted(p.name for p in bundle.rglob("*")) == before  # no store created in a read-only use
