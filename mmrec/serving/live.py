@@ -118,7 +118,9 @@ class LiveCatalogue:
         return position is not None and not bool(self.deleted.data[position])
 
     def top(self, query: np.ndarray, k: int, exclude: set[int]) -> list[tuple[int, float]]:
-        """Top k (position, exact score) for a (D,) query, skipping ``exclude`` and deleted items."""
+        """Top k (position, exact score) for a (D,) query, skipping ``exclude`` and deleted items; other
+        workers' adds and deletes are applied first, so every read through the index sees them."""
+        self.sync()
         with self.lock:
             fetch = k + len(exclude) + self.deleted_in_index  # deleted vectors stay in the index until a rebuild
             _, rows = search(self.index, query[None], fetch)

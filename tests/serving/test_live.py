@@ -117,3 +117,11 @@ def test_a_writer_killed_mid_burst_loses_no_acknowledged_add(tmp_path):
     added = [i for i in live.positions if i.startswith("w")]
     assert len(added) in (len(acknowledged), len(acknowledged) + 1)  # at most the one in flight, whole
     assert live.index.ntotal == len(live.items) == 20 + len(added)
+
+
+def test_a_search_in_one_worker_sees_the_other_workers_add_without_another_request(tmp_path):
+    store = tmp_path / "store.sqlite"
+    a, b = worker(store), worker(store)
+    vector = add(a, "only-in-a", 5)
+    top = b.top(vector.numpy(), 1, set())  # b has served nothing since the add
+    assert top[0][0] == b.positions["only-in-a"]
