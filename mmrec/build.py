@@ -81,8 +81,24 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"model.dim={cfg.model.dim}: expected a positive integer")
 
 
+def featurizer_factories(encoders: dict[str, dict]) -> dict:
+    """Each modality's featurizer as a partial, called with ``catalogue=`` (a dataclass passed to
+    ``instantiate`` as a keyword would be converted by Hydra, so it is given afterwards)."""
+    return {m: instantiate(c["featurizer"], _partial_=True) for m, c in encoders.items()}
+
+
+def load_dataset(data: DictConfig):
+    """The dataset a ``data`` config names, after its preparation step (e.g. generating the embedded
+    data), with its media policy: for the commands that need the items but no split (export, validate)."""
+    if data.get("prepare"):
+        instantiate(data.prepare)()
+    dataset = instantiate(data.dataset)()
+    dataset.allow_external_media = bool(data.get("allow_external_media", False))
+    return dataset
+
+
 def build_datamodule(cfg: DictConfig, encoders: dict[str, dict]) -> RecDataModule:
-    featurizers = {m: instantiate(c["featurizer"], _partial_=True) for m, c in encoders.items()}
+    featurizers = featurizer_factories(encoders)
     live = tuple(m for m, c in encoders.items() if c.get("mode", "frozen") != "frozen")
     data = OmegaConf.to_container(cfg.data, resolve=True)
     for key in CONFIG_ONLY_DATA_KEYS:

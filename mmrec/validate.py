@@ -18,11 +18,10 @@ from collections import Counter
 
 import hydra
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
-from mmrec.build import encoder_configs
+from mmrec.build import encoder_configs, featurizer_factories, load_dataset
 from mmrec.configs import CONFIG_PATH
 from mmrec.data.features import Featurizer
 from mmrec.data.schema import DataError, RecDataset
@@ -69,21 +68,15 @@ def report(dataset: RecDataset, featurizers: dict[str, Featurizer], decode: bool
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="validate")
 def main(cfg: DictConfig) -> None:
-    data = OmegaConf.to_container(cfg.data, resolve=True)
     try:
-        if data.get("prepare"):
-            instantiate(data["prepare"])()
-        dataset = instantiate(data["dataset"])()
+        dataset = load_dataset(cfg.data)
     except DataError as err:
         print(f"STRUCTURAL ERRORS\n{err}", file=sys.stderr)
         sys.exit(1)
     except FileNotFoundError as err:
         print(f"NOT FOUND: {err}", file=sys.stderr)
         sys.exit(2)
-    dataset.allow_external_media = bool(data.get("allow_external_media", False))
-    featurizers = {
-        m: instantiate(c["featurizer"], _partial_=True)(catalogue=dataset) for m, c in encoder_configs(cfg).items()
-    }  # a dataclass kwarg would be converted by Hydra
+    featurizers = {m: make(catalogue=dataset) for m, make in featurizer_factories(encoder_configs(cfg)).items()}
     text, problems, unusable = report(dataset, featurizers, decode=cfg.decode)
     print(text)
     for line in problems:

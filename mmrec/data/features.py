@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 
 @dataclass
@@ -111,8 +111,6 @@ def catalogue_loader(
     pin_memory: bool = False,
 ):
     """The whole catalogue in order as ItemBatches, featurised for ``featurizers``; never draws from the global RNG."""
-    from torch.utils.data import DataLoader
-
     dataset = ItemMediaDataset(featurizers, num_items)
     return DataLoader(
         dataset,

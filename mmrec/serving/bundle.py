@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -181,9 +182,10 @@ class Bundle:
         users = read_json(root / "users.json")
         return cls(root, manifest, model, encoders, catalogue, users, index)
 
-    @property
+    @cached_property
     def identity(self) -> str:
-        """The SHA-256 of the manifest, which hashes every file: what a live store is bound to."""
+        """The SHA-256 of the manifest, which hashes every file: what a live store is bound to
+        (read once: the bundle is immutable, and /health reports it on every call)."""
         return sha256_of(self.root / "manifest.json")
 
 

@@ -18,11 +18,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from safetensors.torch import save_model
 
-from mmrec.build import DataSizes, build_model, encoder_configs
+from mmrec.build import DataSizes, build_model, encoder_configs, featurizer_factories, load_dataset
 from mmrec.checkpoint import read_checkpoint
 from mmrec.configs import check_file_config
 from mmrec.data.features import catalogue_loader, modality_fingerprint
@@ -49,15 +48,6 @@ def _version(package: str) -> str:
         return version(package)
     except PackageNotFoundError:
         return "not installed"
-
-
-def load_dataset(cfg):
-    """The dataset of a training config (its preparation step first, e.g. the embedded data)."""
-    if cfg.data.get("prepare"):
-        instantiate(cfg.data.prepare)()
-    dataset = instantiate(cfg.data.dataset)()
-    dataset.allow_external_media = bool(cfg.data.get("allow_external_media", False))
-    return dataset
 
 
 def model_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
@@ -103,8 +93,8 @@ def export_bundle(
     check_file_config(checkpoint["mmrec_config"], str(ckpt_path), trust_config, allowed_targets)
     cfg = OmegaConf.merge(OmegaConf.create(checkpoint["mmrec_config"]), OmegaConf.create(overrides or {}))
     encoders = encoder_configs(cfg)
-    dataset = load_dataset(cfg)
-    featurizers = {m: instantiate(c["featurizer"], _partial_=True)(catalogue=dataset) for m, c in encoders.items()}
+    dataset = load_dataset(cfg.data)
+    featurizers = {m: make(catalogue=dataset) for m, make in featurizer_factories(encoders).items()}
     users = sorted(set(dataset.interactions["user_id"]))  # the training run's user indices
     sizes = DataSizes(
         dataset.num_items, len(users), cfg.data.history_length, {m: f.encoder_kwargs() for m, f in featurizers.items()}

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 
+from mmrec.build import featurizer_factories
 from mmrec.data.features import featurize_items
 from mmrec.data.schema import Catalogue
 from mmrec.modalities import FIELD_KINDS, modality_of
@@ -67,7 +67,7 @@ class Recommender:
         self.user_positions = {u: i for i, u in enumerate(bundle.users)}
         self.num_id_items = bundle.manifest["sizes"]["num_items"]  # rows of the item-ID table
         self.history_length = bundle.manifest["sizes"]["history_length"]
-        self.featurizers = {m: instantiate(c["featurizer"], _partial_=True) for m, c in bundle.encoders.items()}
+        self.featurizers = featurizer_factories(bundle.encoders)
         self.modalities = {m: modality_of(c, f"encoder.{m}") for m, c in bundle.encoders.items()}
         self.fields = request_fields(bundle.encoders)
         self.query_modality = choose_query_modality(self.modalities, query_modality)
@@ -253,8 +253,9 @@ class Recommender:
         if self.live.exists(item_id):  # checked again inside the store's transaction
             raise RequestError(f"item {item_id} exists already", 409)
         row = self.item_row(item)
+        catalogue = self.new_items([row])
         try:
-            featurizers = {m: make(catalogue=self.new_items([row])) for m, make in self.featurizers.items()}
+            featurizers = {m: make(catalogue=catalogue) for m, make in self.featurizers.items()}
         except ValueError as err:  # e.g. a vector of the wrong length
             raise RequestError(str(err), 422) from err
         batch = featurize_items(featurizers, [0])
