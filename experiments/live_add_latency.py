@@ -39,7 +39,8 @@ def measure(size: int, adds: int, kind: str, dim: int, folder: Path) -> dict:
     for i in range(adds):
         vector = torch.from_numpy(rng.normal(size=dim).astype(np.float32))
         t = time.perf_counter()
-        live.add({"item_id": f"n{i}", "title": ""}, vector, {"text": torch.zeros(8)}, {"text": torch.tensor(True)})
+        item = {"item_id": f"n{i}", "title": ""}
+        live.add(item, vector, {"text": torch.zeros(8)}, {"text": torch.tensor(True)}, source=item)
         add_ms.append((time.perf_counter() - t) * 1000)
     for i in range(adds):
         t = time.perf_counter()

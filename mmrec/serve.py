@@ -2,8 +2,9 @@
 
 Endpoints under /v1: POST /recommend, POST /search, GET /items/{id}/similar, POST /items,
 POST /items/upload, DELETE /items/{id} (writes need a bearer token), GET /live, /ready, /health,
-/metrics (Prometheus, all workers). Every worker serves every item: adds and deletes go through one
-SQLite store shared by the workers of a host (mmrec.serving.live). See docs/serving.md.
+/metrics (Prometheus, all workers), and POST /admin/bundle to serve a newly exported bundle without
+a stop (mmrec.serving.swap). Every worker serves every item: adds and deletes go through one SQLite
+store shared by the workers of a host (mmrec.serving.live). See docs/serving.md.
 """
 
 from __future__ import annotations
@@ -39,23 +40,35 @@ def api_token(cfg: DictConfig) -> str | None:
 
 
 def build_app(settings: dict, token: str | None):
-    """Load and verify the bundle, open the live store, and build the app (in each worker)."""
+    """Load and verify the bundle (the latest one a switch put in its place), open the live store,
+    and build the app (in each worker)."""
     from mmrec.serving.app import create_app
     from mmrec.serving.bundle import Bundle
     from mmrec.serving.recommender import Recommender
+    from mmrec.serving.swap import Serving, latest
 
     torch.set_num_threads(settings["torch_threads"])
-    bundle = Bundle.load(
-        settings["bundle"],
-        expect_manifest_sha256=settings["expect_manifest_sha256"],
-        trust_config=settings["trust_config"],
-        allowed_targets=tuple(settings["allowed_targets"]),
-    )
-    recommender = Recommender(
-        bundle, settings["media_root"], settings["query_modality"], settings["store"], settings["compact_after"]
-    )
+    # new items' media stay where they were uploaded, whichever bundle serves them
+    media_root = settings["media_root"] or str(Path(settings["bundle"]) / "uploads")
+
+    def load(bundle: str, store: str | None, manifest_sha256: str | None) -> Recommender:
+        return Recommender(
+            Bundle.load(
+                bundle,
+                expect_manifest_sha256=manifest_sha256,
+                trust_config=settings["trust_config"],
+                allowed_targets=tuple(settings["allowed_targets"]),
+            ),
+            media_root,
+            settings["query_modality"],
+            store,
+            settings["compact_after"],
+        )
+
+    bundle, store, switched_sha256 = latest(settings["bundle"], settings["store"])
+    recommender = load(bundle, store, switched_sha256 or settings["expect_manifest_sha256"])
     max_bytes = int(settings["max_upload_mb"] * 1024 * 1024)
-    return create_app(recommender, max_bytes, token, settings["allow_anonymous_writes"])
+    return create_app(Serving(recommender, load), max_bytes, token, settings["allow_anonymous_writes"])
 
 
 def app_from_env():

@@ -47,18 +47,6 @@ class CSR:
         offsets = torch.arange(int(ptr[-1]), device=ptr.device) - torch.repeat_interleave(ptr[:-1], lengths)
         return CSR(ptr, self.items[torch.repeat_interleave(starts, lengths) + offsets])
 
-    def dense(
-        self, start: int, stop: int, num_items: int, item_start: int = 0, item_stop: int | None = None
-    ) -> torch.Tensor:
-        """Rows ``start:stop`` as a (R, C) bool matrix over items ``item_start:item_stop``."""
-        item_stop = num_items if item_stop is None else item_stop
-        part = self.select(torch.arange(start, stop, device=self.ptr.device))
-        rows, items = part.row_of_entries(), part.items
-        keep = (items >= item_start) & (items < item_stop)
-        out = torch.zeros(stop - start, item_stop - item_start, dtype=torch.bool, device=self.ptr.device)
-        out[rows[keep], items[keep] - item_start] = True
-        return out
-
     def contains(self, rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Whether ``items[i]`` is in row ``rows[i]`` (both (P,)), by binary search on sorted keys."""
         return PairSet.from_pairs(self.row_of_entries(), self.items).contains(rows, items)

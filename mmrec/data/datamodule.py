@@ -29,7 +29,7 @@ from mmrec.data.resumable import EpochLoader, EpochSampler
 from mmrec.data.schema import RecDataset
 from mmrec.data.sequences import SequenceCollator, TrainSequences
 from mmrec.data.shards import sharded
-from mmrec.data.splits import Split, make_split
+from mmrec.data.splits import PARTS, Split, make_split
 
 log = logging.getLogger(__name__)
 CAUSAL_SPLITS = ("loo", "temporal", "given")  # held-out items come after the training items in time
@@ -119,8 +119,15 @@ class RecDataModule(L.LightningDataModule):
         allow_external_media: bool = False,
         media_shards: bool = False,
         train_unit: str = "interaction",
+        eval_users: int | None = None,
     ):
+        """``eval_users``: rank a seeded sample of this many users per evaluation part instead of all
+        (for catalogues too large to rank every user against every item each epoch; the numbers are
+        estimates, not comparable with full ranking)."""
         super().__init__()
+        if eval_users is not None and eval_users < 1:
+            raise ValueError(f"data.eval_users must be a positive number of users or null (all), got {eval_users}")
+        self.eval_users = eval_users
         featurizers = dict(featurizers or {})
         if not set(live_modalities) <= set(featurizers):
             raise ValueError(
@@ -310,11 +317,13 @@ class RecDataModule(L.LightningDataModule):
         point, self._resume_point = getattr(self, "_resume_point", None), None
         return point
 
-    def item_dataloader(self, modalities: tuple[str, ...] | None = None) -> DataLoader:
-        """The whole catalogue in order, featurised for ``modalities`` (default: the live ones)."""
+    def item_dataloader(self, modalities: tuple[str, ...] | None = None, items: range | None = None) -> DataLoader:
+        """The whole catalogue (or ``items``) in order, featurised for ``modalities`` (default: the live ones)."""
         modalities = self.live_modalities if modalities is None else tuple(modalities)
         featurizers = {m: self.featurizers[m] for m in modalities}
-        return catalogue_loader(featurizers, self.num_items, self.eval_batch_size, self.num_workers, self.pin_memory)
+        return catalogue_loader(
+            featurizers, self.num_items, self.eval_batch_size, self.num_workers, self.pin_memory, items
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self.item_dataloader()
@@ -335,6 +344,9 @@ class RecDataModule(L.LightningDataModule):
         seen_parts = ("train",) if part == "valid" else ("train", "valid")
         history_parts = ("train",) if part == "valid" or self.test_history == "train" else ("train", "valid")
         users = [u for u in range(s.num_users) if len(targets[u])]
+        if self.eval_users is not None and len(users) > self.eval_users:  # the same sample every epoch
+            rng = np.random.default_rng([self.split_args["seed"], PARTS.index(part)])
+            users = sorted(rng.choice(users, self.eval_users, replace=False).tolist())
         hist = [last_items(s.merged(u, history_parts), self.history_length) for u in users]
         n = self.history_length
         return EvalSet(

@@ -109,9 +109,11 @@ def catalogue_loader(
     batch_size: int,
     num_workers: int = 0,
     pin_memory: bool = False,
+    items: range | None = None,
 ):
-    """The whole catalogue in order as ItemBatches, featurised for ``featurizers``; never draws from the global RNG."""
-    dataset = ItemMediaDataset(featurizers, num_items)
+    """The whole catalogue (or ``items``) in order as ItemBatches, featurised for ``featurizers``; never
+    draws from the global RNG."""
+    dataset = ItemMediaDataset(featurizers, num_items, None if items is None else list(items))
     return DataLoader(
         dataset,
         batch_size=batch_size,

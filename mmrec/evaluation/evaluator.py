@@ -121,15 +121,24 @@ class FullRankingEvaluator(Metric):
         self.evaluated += len(users)
 
     def _scores(
-        self, users: torch.Tensor, items: torch.Tensor, seen: CSR, candidates: torch.Tensor | None, item_chunk: int
+        self,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        seen: PairSet,
+        candidates: torch.Tensor | None,
+        item_chunk: int,
     ):
-        """Yield (c0, c1, masked scores (R, C), masked (R, C)) over item chunks."""
+        """Yield (c0, c1, scores (R, C)) over item chunks, seen items and non-candidates at -inf. The
+        seen pairs are written into each chunk's scores: no (R, C) mask is ever built."""
+        seen_rows, seen_items = seen.keys // seen.stride, seen.keys % seen.stride
         for c0 in range(0, len(items), item_chunk):
             c1 = min(c0 + item_chunk, len(items))
-            masked = seen.dense(0, len(users), self.num_items, c0, c1)
+            scores = users @ items[c0:c1].T  # (R, C)
+            inside = (seen_items >= c0) & (seen_items < c1)
+            scores[seen_rows[inside], seen_items[inside] - c0] = float("-inf")
             if candidates is not None:
-                masked |= ~candidates[c0:c1].to(items.device)
-            yield c0, c1, (users @ items[c0:c1].T).masked_fill(masked, float("-inf")), masked  # (R, C)
+                scores[:, ~candidates[c0:c1].to(items.device)] = float("-inf")
+            yield c0, c1, scores
 
     def _rank_chunk(
         self,
@@ -144,18 +153,26 @@ class FullRankingEvaluator(Metric):
     ) -> None:
         r, device = len(users), items.device
         target_row, target_item = targets.row_of_entries(), targets.items  # (P,), (P,)
+        seen_pairs = PairSet.from_pairs(seen.row_of_entries(), seen.items, stride=self.num_items)  # unique
+        is_candidate = (
+            torch.ones(len(items), dtype=torch.bool, device=device) if candidates is None else candidates.to(device)
+        )
+        # candidates of each user: the candidate items less the seen ones among them
+        seen_rows, seen_items = seen_pairs.keys // seen_pairs.stride, seen_pairs.keys % seen_pairs.stride
+        seen_candidates = torch.zeros(r, dtype=torch.float64, device=device).index_add_(
+            0, seen_rows, is_candidate[seen_items].double()
+        )
+        n_candidates = is_candidate.sum().double() - seen_candidates  # (R,)
+        # a target that is seen, or not a candidate, is not ranked
+        target_live = ~seen_pairs.contains(target_row, target_item) & is_candidate[target_item]
         target_score = torch.zeros(len(target_row), device=device)
-        target_live = torch.zeros(len(target_row), dtype=torch.bool, device=device)  # a candidate (not masked)
-        n_candidates = torch.zeros(r, dtype=torch.float64, device=device)
         top_scores = torch.full((r, k_max), float("-inf"), device=device)
         top_items = torch.zeros(r, k_max, dtype=torch.long, device=device)
-        for c0, c1, scores, masked in self._scores(users, items, seen, candidates, item_chunk):
-            n_candidates += (~masked).sum(1)
+        for c0, c1, scores in self._scores(users, items, seen_pairs, candidates, item_chunk):
             inside = (target_item >= c0) & (target_item < c1)
             target_score[inside] = scores[
                 target_row[inside], target_item[inside] - c0
             ]  # the same kernel's values, so ties are exact
-            target_live[inside] = ~masked[target_row[inside], target_item[inside] - c0]
             chunk_top = scores.topk(min(k_max, c1 - c0), dim=1)
             merged_scores = torch.cat([top_scores, chunk_top.values], dim=1)
             merged_items = torch.cat([top_items, chunk_top.indices + c0], dim=1)
@@ -164,7 +181,7 @@ class FullRankingEvaluator(Metric):
         greater = torch.zeros(len(target_row), dtype=torch.float64, device=device)
         equal = torch.zeros_like(greater)
         if "gauc" in self.user_names:  # a second pass: each target against every candidate
-            for _, _, scores, _ in self._scores(users, items, seen, candidates, item_chunk):
+            for _, _, scores in self._scores(users, items, seen_pairs, candidates, item_chunk):
                 for p0 in range(0, len(target_row), r):  # (r, C) comparisons at a time
                     p = slice(p0, p0 + r)
                     row_scores = scores[target_row[p]]

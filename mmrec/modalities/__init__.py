@@ -72,8 +72,8 @@ class Modality:
         """The data-dependent encoder sizes (``Featurizer.encoder_kwargs``) of ``example_inputs``."""
         return {}
 
-    def query_inputs(self, featurizer, query: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(1, ...) encoder inputs and mask for a search query (only where ``embeds_queries``)."""
+    def query_inputs(self, featurizer, queries: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Q, ...) encoder inputs and mask for search queries (only where ``embeds_queries``)."""
         raise ValueError(f"{type(self).__name__} cannot embed a search query")
 
 

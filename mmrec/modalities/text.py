@@ -237,8 +237,8 @@ class TextModality(Modality):
         length = featurizer_config.get("max_length", 32)
         return torch.randint(1000, 20000, (batch, length)), torch.ones(batch, length, dtype=torch.bool)
 
-    def query_inputs(self, featurizer, query: str) -> tuple[torch.Tensor, torch.Tensor]:
-        return featurizer.tokenize([query])
+    def query_inputs(self, featurizer, queries: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        return featurizer.tokenize(queries)
 
 
 MODALITY = TextModality()

@@ -12,6 +12,15 @@ USER_POOLINGS = ("attn", "mean")
 EMPTY_ITEM_POLICIES = ("error", "learned")
 
 
+def id_table(rows: int, dim: int, std: float, sparse: bool) -> nn.Embedding:
+    """An ID embedding table, N(0, std). ``sparse``: its gradient holds only the rows a batch touched,
+    and the training module updates it with ``torch.optim.SparseAdam``, so a step costs those rows
+    rather than the whole table (``model.sparse_ids``, for catalogues of millions of items)."""
+    table = nn.Embedding(rows, dim, sparse=sparse)
+    nn.init.normal_(table.weight, std=std)
+    return table
+
+
 @dataclass
 class ItemTowerOutput:
     embedding: torch.Tensor  # (M, D), L2-normalised
@@ -65,6 +74,7 @@ class ItemTower(nn.Module):
         empty_items: str = "error",
         trained_ids: torch.Tensor | None = None,
         id_init_std: float = 0.02,
+        sparse_ids: bool = False,
     ):
         """``trained_ids`` (num_items,) bool: items with training interactions. The others (cold
         items) never get their untrained ID vector: they embed from content alone."""
@@ -78,9 +88,7 @@ class ItemTower(nn.Module):
             raise ValueError(f"unknown model.empty_items '{empty_items}': expected one of {EMPTY_ITEM_POLICIES}")
         self.projections, self.fusion, self.dim = projections, fusion, dim
         self.empty = nn.Parameter(torch.randn(dim) * 0.02) if empty_items == "learned" else None
-        self.id_embedding = nn.Embedding(num_items, dim) if item_id else None
-        if self.id_embedding is not None:
-            nn.init.normal_(self.id_embedding.weight, std=id_init_std)
+        self.id_embedding = id_table(num_items, dim, id_init_std, sparse_ids) if item_id else None
         trained = torch.ones(num_items, dtype=torch.bool) if trained_ids is None else trained_ids.bool()
         self.register_buffer("trained_ids", trained.clone())
         self.id_dropout = id_dropout if fusion is not None else 0.0
@@ -140,6 +148,7 @@ class UserTower(nn.Module):
         heads: int = 4,
         dropout: float = 0.1,
         id_init_std: float = 0.02,
+        sparse_ids: bool = False,
     ):
         super().__init__()
         if pooling not in USER_POOLINGS:
@@ -159,9 +168,7 @@ class UserTower(nn.Module):
             nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True) if pooling == "attn" else None
         )
         self.out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
-        self.id_embedding = nn.Embedding(num_users, dim) if user_id else None
-        if self.id_embedding is not None:
-            nn.init.normal_(self.id_embedding.weight, std=id_init_std)
+        self.id_embedding = id_table(num_users, dim, id_init_std, sparse_ids) if user_id else None
 
     def forward(self, history: torch.Tensor, history_mask: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
         """history: (B, N, D) item embeddings; history_mask: (B, N); user: (B,) -> (B, D) normalised."""
@@ -197,6 +204,7 @@ class SequentialUserTower(nn.Module):
         dropout: float = 0.1,
         user_id: bool = False,
         id_init_std: float = 0.02,
+        sparse_ids: bool = False,
     ):
         super().__init__()
         if dim % heads:
@@ -208,9 +216,7 @@ class SequentialUserTower(nn.Module):
         )
         self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.out = nn.LayerNorm(dim)
-        self.id_embedding = nn.Embedding(num_users, dim) if user_id else None
-        if self.id_embedding is not None:
-            nn.init.normal_(self.id_embedding.weight, std=id_init_std)
+        self.id_embedding = id_table(num_users, dim, id_init_std, sparse_ids) if user_id else None
 
     def forward(self, history: torch.Tensor, history_mask: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
         """history: (B, N, D) right-aligned item embeddings; history_mask: (B, N); user: (B,) -> (B, D)."""

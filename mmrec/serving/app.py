@@ -26,7 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from mmrec.serving.bundle import BundleError
+from mmrec.serving.live import HandedOver
 from mmrec.serving.recommender import Recommender, RequestError
+from mmrec.serving.swap import Serving
 
 log = logging.getLogger(__name__)
 MAX_K = 1000
@@ -84,6 +87,19 @@ class Health(BaseModel):
     query_modality: str | None
 
 
+class SwitchRequest(BaseModel):
+    bundle: str = Field(..., min_length=1, max_length=4096, description="the new bundle's folder on the server")
+    store: str | None = Field(None, description="its live store (default: BUNDLE/live/store.sqlite)")
+
+
+class Switched(BaseModel):
+    bundle: str
+    manifest_sha256: str
+    carried: int = Field(description="live items re-encoded by the new bundle's model")
+    deleted: int = Field(description="live deletes repeated on the new bundle")
+    refused: dict[str, str] = Field(description="live items that could not be carried over, and why")
+
+
 class NewItem(BaseModel):
     """A new item: its id and the fields the model's modalities read (``GET /health`` lists them:
     text columns, media paths relative to the service's media root, precomputed vectors)."""
@@ -93,18 +109,20 @@ class NewItem(BaseModel):
 
 
 def create_app(
-    recommender: Recommender,
+    recommender: Recommender | Serving,
     max_upload_bytes: int = 50 * 1024 * 1024,
     api_token: str | None = None,
     allow_anonymous_writes: bool = False,
 ) -> FastAPI:
-    """The app over ``recommender``. Writes need ``api_token``; without one the app refuses to be
-    built unless ``allow_anonymous_writes`` (a service that must take writes from anyone)."""
+    """The app over ``recommender`` (or a ``Serving``, whose recommender can be swapped for a new
+    bundle's). Writes need ``api_token``; without one the app refuses to be built unless
+    ``allow_anonymous_writes`` (a service that must take writes from anyone)."""
     if not api_token and not allow_anonymous_writes:
         raise ValueError(
             "serve: writes (POST/DELETE /v1/items) need a token: set serve.api_token (or MMREC_API_TOKEN, or "
             "serve.api_token_file), or serve.allow_anonymous_writes=true to take writes from anyone"
         )
+    serving = recommender if isinstance(recommender, Serving) else Serving(recommender)
     app = FastAPI(title="mmrec", description="Multimodal content-based recommendations", version="1")
     registry = CollectorRegistry()
     requests = Counter(
@@ -162,13 +180,14 @@ def create_app(
     def ready() -> JSONResponse:
         """Readiness: the bundle is loaded and the live store answers."""
         try:
-            recommender.live.sync()
+            serving.current.live.sync()
         except Exception as err:  # the store is locked or gone: not ready, say why without paths
             return JSONResponse({"status": "not ready", "reason": type(err).__name__}, status_code=503)
         return JSONResponse({"status": "ready"})
 
     @router.get("/health", response_model=Health)
     def health() -> dict:
+        recommender = serving.current
         manifest = recommender.bundle.manifest
         return {
             "status": "ok",
@@ -198,23 +217,23 @@ def create_app(
     def recommend(body: RecommendRequest) -> dict:
         if body.explain and body.k > MAX_EXPLAIN_K:
             raise RequestError(f"k={body.k} with explain=true: at most {MAX_EXPLAIN_K} explained items a request", 422)
-        items = recommender.recommend(body.history, body.k, body.exclude_seen, body.user_id, body.explain)
+        items = serving.current.recommend(body.history, body.k, body.exclude_seen, body.user_id, body.explain)
         return {"items": [i.as_dict() for i in items]}
 
     @router.post("/search", response_model=Items, response_model_exclude_none=True)
     def search(body: SearchRequest) -> dict:
-        return {"items": [i.as_dict() for i in recommender.search(body.query, body.k)]}
+        return {"items": [i.as_dict() for i in serving.current.search(body.query, body.k)]}
 
     @router.get("/items/{item_id}/similar", response_model=Items, response_model_exclude_none=True)
     def similar(item_id: str, k: int = 10) -> dict:
         if not 1 <= k <= MAX_K:
             raise HTTPException(422, f"k must be between 1 and {MAX_K}, got {k}")
-        return {"items": [i.as_dict() for i in recommender.similar(item_id, k)]}
+        return {"items": [i.as_dict() for i in serving.current.similar(item_id, k)]}
 
     @router.post("/items", status_code=201, response_model=Item, response_model_exclude_none=True)
     def add_item(item: NewItem, _: None = Depends(authorised)) -> dict:
         check_item_id(item.item_id)
-        return recommender.add_item(item.model_dump()).as_dict()
+        return serving.current.add_item(item.model_dump()).as_dict()
 
     @router.post("/items/upload", status_code=201, response_model=Item, response_model_exclude_none=True)
     async def upload_item(request: Request, _: None = Depends(authorised)) -> dict:
@@ -222,6 +241,7 @@ def create_app(
         video, audio, as the model reads them). Files are staged in a temporary folder under the
         media root and moved to ``uploads/<item_id>/`` only once the item is accepted; nothing of a
         refused request stays on disk. The encoding runs off the event loop."""
+        recommender = serving.current
         form = await request.form()
         item_id = check_item_id(str(form.get("item_id") or ""))
         fields, files = {"item_id": item_id}, {}
@@ -238,16 +258,18 @@ def create_app(
         recommender.media_root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=recommender.media_root))
         try:
+            final = recommender.media_root / "uploads" / item_id
+            source = dict(fields)  # where the files will be: what a new bundle re-encodes the item from
             for name, upload in files.items():
                 data = await upload.read(max_upload_bytes + 1)
                 if len(data) > max_upload_bytes:
                     raise HTTPException(413, f"{name} upload is over the limit of {max_upload_bytes:,} bytes")
                 target = staging / f"{name}{Path(upload.filename or name).suffix.lower()[:8]}"
                 target.write_bytes(data)
-                relative = str(target.relative_to(recommender.media_root))
-                fields[name] = [relative] if recommender.fields[name] == "paths" else relative
-            result = await run_in_threadpool(recommender.add_item, fields)
-            final = recommender.media_root / "uploads" / item_id
+                for out, folder in ((fields, staging), (source, final)):
+                    relative = str((folder / target.name).relative_to(recommender.media_root))
+                    out[name] = [relative] if recommender.fields[name] == "paths" else relative
+            result = await run_in_threadpool(recommender.add_item, fields, source)
             if final.exists():
                 shutil.rmtree(final)
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -258,8 +280,22 @@ def create_app(
 
     @router.delete("/items/{item_id}", response_model=Deleted)
     def delete_item(item_id: str, _: None = Depends(authorised)) -> dict:
-        recommender.delete_item(item_id)
+        serving.current.delete_item(item_id)
         return {"deleted": item_id}
+
+    @router.post("/admin/bundle", response_model=Switched)
+    def switch_bundle(body: SwitchRequest, _: None = Depends(authorised)) -> dict:
+        """Serve a newly exported bundle without a stop: the live items are re-encoded by its model
+        (writes answer 503 meanwhile), then every worker switches at its next request."""
+        try:
+            report = serving.switch(body.bundle, body.store)
+        except RequestError:
+            raise
+        except HandedOver as err:
+            raise RequestError(str(err), 409) from err
+        except (OSError, BundleError, ValueError) as err:  # the admin's own path, not the server's
+            raise RequestError(f"bundle cannot be served: {str(err).replace(body.bundle, '<bundle>')}", 422) from err
+        return report.__dict__
 
     app.include_router(router, prefix="/v1")
     app.include_router(router, include_in_schema=False)  # the unversioned paths of earlier clients

@@ -61,7 +61,7 @@ def catalogue_features(cfg, model, featurizers, encoders, dataset) -> dict[str, 
     n, batch = dataset.num_items, cfg.data.eval_batch_size
     frozen = {m: c for m, c in encoders.items() if c.get("mode", "frozen") == "frozen"}
     cache = FrozenFeatures(
-        lambda ms: catalogue_loader({m: featurizers[m] for m in ms}, n, batch),
+        lambda ms, items=None: catalogue_loader({m: featurizers[m] for m in ms}, n, batch, items=items),
         {m: modality_fingerprint(dataset.fingerprint(), featurizers[m]) for m in frozen},
         frozen,
         Path(cfg.paths.cache_dir) / "embeddings",

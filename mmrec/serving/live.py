@@ -21,6 +21,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,8 @@ CREATE TABLE IF NOT EXISTS changes (
     op TEXT NOT NULL CHECK (op IN ('add', 'delete')),
     item_id TEXT NOT NULL,
     item TEXT,        -- the item's metadata, JSON
-    tensors BLOB      -- safetensors bytes: embedding, features.<m>, present.<m>
+    tensors BLOB,     -- safetensors bytes: embedding, features.<m>, present.<m>
+    source TEXT       -- the add's request fields, JSON: what a successor bundle re-encodes the item from
 );
 CREATE INDEX IF NOT EXISTS changes_item ON changes (item_id, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -46,6 +48,13 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 
 class Conflict(ValueError):
     """An add of an item id that exists, or a delete of one that does not."""
+
+
+class HandedOver(RuntimeError):
+    """A write to a store whose items are being (or have been) carried over to a successor bundle."""
+
+
+HANDOVER_TIMEOUT_S = 600.0  # a pending hand-over older than this was abandoned (its process died): writes resume
 
 
 class Growable:
@@ -94,6 +103,8 @@ class LiveCatalogue:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        if "source" not in {row[1] for row in self.db.execute("PRAGMA table_info(changes)").fetchall()}:
+            self.db.execute("ALTER TABLE changes ADD COLUMN source TEXT")  # a store written by mmrec < 0.2
         self.bind(store, bundle_id)
         self.sync()
 
@@ -183,34 +194,84 @@ class LiveCatalogue:
             else item_id in self.positions and self.positions[item_id] < self.base_size
         )
 
-    def add(self, item: dict, embedding: torch.Tensor, features: dict, present: dict) -> None:
-        """Record an add (durably, before returning), then apply it here. Conflict if the id exists."""
+    def add(self, item: dict, embedding: torch.Tensor, features: dict, present: dict, source: dict) -> None:
+        """Record an add (durably, before returning), then apply it here. Conflict if the id exists.
+        ``source``: the request's fields, from which a successor bundle's model re-encodes the item."""
         tensors = {"embedding": embedding.float().reshape(-1).contiguous()}
         for m in self.features:
             tensors[f"features.{m}"] = features[m].float().reshape(-1).contiguous()
             tensors[f"present.{m}"] = present[m].reshape(-1).contiguous()
-        self._write("add", item["item_id"], json.dumps(item), save_tensors(tensors))
+        self._write("add", item["item_id"], json.dumps(item), save_tensors(tensors), json.dumps(source))
 
     def delete(self, item_id: str) -> None:
-        self._write("delete", item_id, None, None)
+        self._write("delete", item_id, None, None, None)
 
-    def _write(self, op: str, item_id: str, item: str | None, tensors: bytes | None) -> None:
+    def _write(self, op: str, item_id: str, item: str | None, tensors: bytes | None, source: str | None) -> None:
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")  # the store's own lock serialises writers of every process
             try:
+                handover = self._handover()
+                if handover is not None:
+                    raise HandedOver(
+                        f"the service is switching to bundle {handover['manifest_sha256'][:12]}: "
+                        "writes resume on it in a few seconds; retry"
+                    )
                 exists = self._exists_in_store(item_id)
                 if op == "add" and exists:
                     raise Conflict(f"item {item_id} exists already")
                 if op == "delete" and not exists:
                     raise Conflict(f"unknown item id(s) ['{item_id}']")
                 self.db.execute(
-                    "INSERT INTO changes (op, item_id, item, tensors) VALUES (?, ?, ?, ?)", (op, item_id, item, tensors)
+                    "INSERT INTO changes (op, item_id, item, tensors, source) VALUES (?, ?, ?, ?, ?)",
+                    (op, item_id, item, tensors, source),
                 )
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
         self.sync()
+
+    # -- handing over to a successor bundle ----------------------------------------------------------
+    def _handover(self) -> dict | None:
+        """The successor this store's writes now belong to: a finished hand-over, or a pending one that
+        is still fresh (None otherwise). Run inside a transaction, or under the lock."""
+        successor = successor_of(self.db)
+        if successor is None or successor["ready"] or time.time() - successor["since"] < HANDOVER_TIMEOUT_S:
+            return successor
+        return None
+
+    def begin_handover(self, successor: dict) -> None:
+        """Record ``successor`` (bundle, store, manifest_sha256) as pending: from this commit on, every
+        worker refuses writes here, so the changes read next are all there will be."""
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                current = self._handover()
+                if current is not None and current["manifest_sha256"] != successor["manifest_sha256"]:
+                    raise HandedOver(
+                        f"a switch to bundle {current['manifest_sha256'][:12]} is under way or done; "
+                        "serve that bundle, or wait for the pending switch to finish or time out"
+                    )
+                value = json.dumps({**successor, "ready": False, "since": time.time()})
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('successor', ?)", (value,))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def finish_handover(self) -> None:
+        """Mark the pending successor ready: every worker switches to it at its next request."""
+        with self.lock:
+            successor = successor_of(self.db)
+            self.db.execute(
+                "UPDATE meta SET value = ? WHERE key = 'successor'", (json.dumps({**successor, "ready": True}),)
+            )
+
+    def final_states(self) -> dict[str, tuple[str, dict | None]]:
+        """Item id -> (its last op, the add's request fields or None), over every record in the store."""
+        with self.lock:
+            rows = self.db.execute("SELECT op, item_id, source FROM changes ORDER BY seq").fetchall()
+        return {item_id: (op, json.loads(source) if source else None) for op, item_id, source in rows}
 
     # -- compaction ------------------------------------------------------------------------------
     def _maybe_compact(self) -> None:
@@ -238,3 +299,9 @@ class LiveCatalogue:
             log.info("index rebuilt: %d items, %d deleted ones dropped", index.ntotal, snapshot - len(live))
         finally:
             self.rebuilding = None
+
+
+def successor_of(db: sqlite3.Connection) -> dict | None:
+    """The successor recorded in a store (bundle, store, manifest_sha256, ready, since), or None."""
+    rows = db.execute("SELECT value FROM meta WHERE key = 'successor'").fetchall()
+    return json.loads(rows[0][0]) if rows else None

@@ -5,6 +5,7 @@ history comes with every request and is not stored or logged."""
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from mmrec.data.features import featurize_items
 from mmrec.data.schema import Catalogue
 from mmrec.modalities import FIELD_KINDS, modality_of
 from mmrec.serving.bundle import Bundle, request_fields, stored_fields
-from mmrec.serving.live import Conflict, LiveCatalogue
+from mmrec.serving.live import Conflict, HandedOver, LiveCatalogue
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class Recommender:
         self.fields = request_fields(bundle.encoders)
         self.query_modality = choose_query_modality(self.modalities, query_modality)
         self._query_featurizer = None
+        self.queries = QueryBatcher(self.embed_queries)
 
     # -- lookups ---------------------------------------------------------------------------------
     @property
@@ -186,25 +188,27 @@ class Recommender:
 
     # -- search and similar items ----------------------------------------------------------------
     @torch.no_grad()
-    def embed_query(self, query: str) -> torch.Tensor:
-        """A text query through the query modality's encoder and the item tower, only it present."""
+    def embed_queries(self, queries: list[str]) -> torch.Tensor:
+        """(Q, D) text queries through the query modality's encoder and the item tower, only it present."""
+        m = self.query_modality
+        if self._query_featurizer is None:
+            self._query_featurizer = self.featurizers[m](catalogue=self.new_items([{"item_id": "query"}]))
+        ids, mask = self.modalities[m].query_inputs(self._query_featurizer, queries)
+        q = len(queries)
+        features = {m: self.model.encoders[m](ids, mask, torch.ones(q, dtype=torch.bool))}
+        present = {m: torch.ones(q, dtype=torch.bool)}
+        for other, encoder in self.model.encoders.items():
+            if other != m:
+                features[other], present[other] = torch.zeros(q, encoder.output_dim), torch.zeros(q, dtype=torch.bool)
+        return self.model.embed_items(features, present, torch.zeros(q, dtype=torch.long), use_ids=False).embedding
+
+    def search(self, query: str, k: int = 10) -> list[Scored]:
+        """The items nearest a text query. Concurrent searches share one pass through the encoder."""
         if self.query_modality is None:
             raise RequestError("this model has no modality that embeds text queries: search is not available", 400)
         if not query.strip():
             raise RequestError("empty query", 400)
-        m = self.query_modality
-        if self._query_featurizer is None:
-            self._query_featurizer = self.featurizers[m](catalogue=self.new_items([{"item_id": "query"}]))
-        ids, mask = self.modalities[m].query_inputs(self._query_featurizer, query)
-        features = {m: self.model.encoders[m](ids, mask, torch.ones(1, dtype=torch.bool))}
-        present = {m: torch.ones(1, dtype=torch.bool)}
-        for other, encoder in self.model.encoders.items():
-            if other != m:
-                features[other], present[other] = torch.zeros(1, encoder.output_dim), torch.zeros(1, dtype=torch.bool)
-        return self.model.embed_items(features, present, torch.zeros(1, dtype=torch.long), use_ids=False).embedding[0]
-
-    def search(self, query: str, k: int = 10) -> list[Scored]:
-        return self._scored(self._top(self.embed_query(query).numpy(), k, set()))
+        return self._scored(self._top(self.queries.embed(query).numpy(), k, set()))
 
     def similar(self, item_id: str, k: int = 10) -> list[Scored]:
         (position,) = self._known([item_id])
@@ -242,10 +246,12 @@ class Recommender:
         return Catalogue.from_rows("request", self.media_root, rows)
 
     @torch.no_grad()
-    def add_item(self, item: dict) -> Scored:
+    def add_item(self, item: dict, source: dict | None = None) -> Scored:
         """Encode a new item with the bundle's encoders, fuse it and record it in the live store: once
         this returns, the add is durable and every worker serves the item. Media paths are relative to
-        ``media_root``; a file that cannot be decoded is refused (422)."""
+        ``media_root``; a file that cannot be decoded is refused (422). ``source``: the fields stored to
+        re-encode the item from when a new bundle takes over (default ``item``; an upload gives the
+        paths its files are moved to)."""
         item_id = str(item.get("item_id", "")).strip()
         if not item_id:
             raise RequestError("item_id is required", 422)
@@ -274,9 +280,12 @@ class Recommender:
                 embedding[0],
                 {m: f[0] for m, f in features.items()},
                 {m: p[0] for m, p in batch.present.items()},
+                source=source or item,
             )
         except Conflict as err:
             raise RequestError(str(err), 409) from err
+        except HandedOver as err:
+            raise RequestError(str(err), 503) from err
         return Scored(item_id, 1.0, stored.get("title", ""))
 
     def delete_item(self, item_id: str) -> None:
@@ -285,10 +294,55 @@ class Recommender:
             self.live.delete(item_id)
         except Conflict as err:  # deleted meanwhile by another worker
             raise RequestError(str(err), 404) from err
+        except HandedOver as err:
+            raise RequestError(str(err), 503) from err
 
     def without_root(self, problem: str) -> str:
         """A media problem without the server's paths: relative to the media root."""
         return problem.replace(str(self.media_root.resolve()) + "/", "").replace(str(self.media_root) + "/", "")
+
+
+class QueryBatcher:
+    """Runs concurrent calls of a batched function as one batch. A caller that finds no batch running
+    runs one itself, over every input waiting (its own and any that arrive meanwhile), until none is
+    left; the others wait for their row. A lone call waits for nothing; under load, one encoder pass
+    serves many queries instead of one each."""
+
+    def __init__(self, fn, max_batch: int = 64):
+        self.fn, self.max_batch = fn, max_batch
+        self.lock = threading.Lock()
+        self.waiting: list[tuple[object, dict]] = []
+        self.running = False
+
+    def embed(self, value) -> torch.Tensor:
+        slot = {"done": threading.Event()}
+        with self.lock:
+            self.waiting.append((value, slot))
+            lead = not self.running
+            self.running = self.running or lead
+        if lead:
+            self._run()
+        slot["done"].wait()
+        if "error" in slot:
+            raise slot["error"]
+        return slot["row"]
+
+    def _run(self) -> None:
+        while True:
+            with self.lock:
+                batch, self.waiting = self.waiting[: self.max_batch], self.waiting[self.max_batch :]
+                if not batch:
+                    self.running = False
+                    return
+            try:
+                rows = self.fn([value for value, _ in batch])
+                for (_, slot), row in zip(batch, rows):
+                    slot["row"] = row
+            except Exception as err:  # every caller of this batch gets the error, none waits forever
+                for _, slot in batch:
+                    slot["error"] = err
+            for _, slot in batch:
+                slot["done"].set()
 
 
 def choose_query_modality(modalities: dict, chosen: str | None) -> str | None:

@@ -14,15 +14,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from filelock import FileLock
 from tqdm import tqdm
 
 from mmrec.data.features import ItemBatch
+from mmrec.distributed import rank_and_world
 from mmrec.io import atomic_path
 from mmrec.models.adapt import ModalityEncoder
 
@@ -88,37 +89,65 @@ def encode_catalogue(
     return features, present, problems
 
 
+def read_cache(path: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]] | None:
+    """The cached (features, present, problems) at ``path``, or None when absent. A file that cannot
+    be read (truncated, damaged, of another format) is logged and removed, to be rebuilt."""
+    if not path.is_file():
+        return None
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        result = stored["features"], stored["present"], list(stored.get("problems", []))
+    except Exception as err:  # any unreadable cache is rebuilt, never fatal
+        log.warning("embedding cache %s cannot be read (%s): removing and rebuilding it", path, err)
+        path.unlink(missing_ok=True)
+        return None
+    log.info("loaded cached embeddings %s", path)
+    return result
+
+
+def write_cache(path: Path, features: torch.Tensor, present: torch.Tensor, problems: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save({"features": features, "present": present, "problems": problems}, tmp)
+    log.info("cached %d item embeddings (%d present) to %s", len(features), int(present.sum()), path)
+
+
 def load_or_encode(
     path: Path, compute: Callable[[], tuple[torch.Tensor, torch.Tensor, list[str]]]
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """The cached (features, present, problems) at ``path``, computing and saving them first if absent.
-
-    A file lock makes concurrent ranks or runs compute it once; the others then read the file. A
-    file that cannot be read (truncated, damaged, of another format) is logged, removed and rebuilt.
-    """
+    A file lock makes concurrent runs compute it once; the others then read the file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
-        if path.is_file():
-            try:
-                stored = torch.load(path, map_location="cpu", weights_only=True)
-                result = stored["features"], stored["present"], list(stored.get("problems", []))
-                log.info("loaded cached embeddings %s", path)
-                return result
-            except Exception as err:  # any unreadable cache is rebuilt, never fatal
-                log.warning("embedding cache %s cannot be read (%s): removing and rebuilding it", path, err)
-                os.unlink(path)
+        cached = read_cache(path)
+        if cached is not None:
+            return cached
         features, present, problems = compute()
-        with atomic_path(path) as tmp:
-            torch.save({"features": features, "present": present, "problems": problems}, tmp)
-        log.info("cached %d item embeddings (%d present) to %s", len(features), int(present.sum()), path)
+        write_cache(path, features, present, problems)
         return features, present, problems
+
+
+def sum_across_ranks(
+    features: torch.Tensor, present: torch.Tensor, problems: list[str], device: torch.device, rows: int = 1 << 18
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Every rank's slice in one table: each rank holds its rows and zeros elsewhere, so a sum is exact.
+    Reduced ``rows`` at a time on ``device`` (NCCL reduces GPU tensors), the problems gathered as lists."""
+    for start in range(0, len(features), rows):
+        part = torch.cat([features[start : start + rows], present[start : start + rows, None].float()], dim=1)
+        part = part.to(device)
+        dist.all_reduce(part)
+        features[start : start + rows], present[start : start + rows] = part[:, :-1].cpu(), part[:, -1].cpu() > 0
+    gathered: list[list[str]] = [[] for _ in range(dist.get_world_size())]
+    dist.all_gather_object(gathered, problems)
+    return features, present, [p for rank_problems in gathered for p in rank_problems]
 
 
 class FrozenFeatures:
     """The cached outputs of the frozen encoders, computed (or read) once on the module's device.
 
-    ``loader(modalities)`` yields ItemBatches over the whole catalogue; ``fingerprints[m]`` and
-    ``configs[m]`` identify modality m's data and encoder config; ``prefix`` names the files.
+    ``loader(modalities, items=None)`` yields ItemBatches over the whole catalogue (or ``items``, a
+    range); ``fingerprints[m]`` and ``configs[m]`` identify modality m's data and encoder config;
+    ``prefix`` names the files.
     """
 
     def __init__(
@@ -143,13 +172,30 @@ class FrozenFeatures:
     def load(
         self, encoders: Mapping[str, ModalityEncoder], num_items: int, device: torch.device
     ) -> dict[str, tuple[torch.Tensor, torch.Tensor, list[str]]]:
+        """Each frozen modality's (features, present, problems): read from the cache, or encoded. Under
+        several processes each rank encodes its own slice of the catalogue and the slices are summed
+        across ranks (zeros elsewhere, so the sum is exact); rank 0 writes the cache file."""
+        rank, world = rank_and_world()
         out = {}
         for m in self.modalities:
             key = cache_key(m, self.configs[m], self.fingerprints[m], weights_digest(encoders[m]))
             path = self.cache_dir / f"{self.prefix}-{m}-{key}.pt"
-            out[m] = load_or_encode(
-                path, lambda m=m: encode_catalogue(encoders[m], m, self.loader((m,)), num_items, device)
-            )
+            if world == 1:
+                out[m] = load_or_encode(
+                    path, lambda m=m: encode_catalogue(encoders[m], m, self.loader((m,)), num_items, device)
+                )
+                continue
+            cached = [read_cache(path) if rank == 0 else None]
+            dist.broadcast_object_list(cached, src=0)  # every rank takes the same branch
+            if cached[0] is not None:
+                out[m] = cached[0] if rank == 0 else read_cache(path)
+                continue
+            mine = range(rank * num_items // world, (rank + 1) * num_items // world)
+            features, present, problems = encode_catalogue(encoders[m], m, self.loader((m,), mine), num_items, device)
+            out[m] = sum_across_ranks(features, present, problems, device)
+            if rank == 0:
+                with FileLock(str(path) + ".lock"):
+                    write_cache(path, *out[m])
         return out
 
     def presence(self, modalities: tuple[str, ...], num_items: int) -> tuple[dict[str, torch.Tensor], list[str]]:

@@ -50,9 +50,10 @@ def top_unseen(last: EvalResult, start: int, stop: int, k: int) -> tuple[torch.T
     """Scores and catalogue indices (rows start..stop of the last evaluation's users, K) of the top-K
     items each user has not seen, as the evaluator ranks them."""
     items, users, es = last.items, last.users, last.eval_set
-    scores = users[start:stop].float() @ items.float().T
-    seen = es.seen.dense(start, stop, len(items))
-    top = scores.masked_fill(seen, float("-inf")).topk(min(k, len(items)), dim=1)
+    scores = users[start:stop].float() @ items.float().T  # (R, I)
+    seen = es.seen.select(torch.arange(start, stop, device=es.seen.ptr.device))
+    scores[seen.row_of_entries().to(scores.device), seen.items.to(scores.device)] = float("-inf")  # no dense mask
+    top = scores.topk(min(k, len(items)), dim=1)
     return top.values.cpu(), top.indices.cpu()
 
 
@@ -72,8 +73,9 @@ class TopKLists(L.Callback):
         indexed, es = trainer.datamodule.indexed, last.eval_set
         item_ids = trainer.datamodule.dataset.items["item_id"].to_numpy()
         frames = []
-        for start in range(0, len(es), self.chunk_users):
-            stop = min(start + self.chunk_users, len(es))
+        chunk = max(1, min(self.chunk_users, (1 << 24) // max(1, len(last.items))))  # (chunk, I) scores at a time
+        for start in range(0, len(es), chunk):
+            stop = min(start + chunk, len(es))
             scores, top = top_unseen(last, start, stop, self.k)
             rows = torch.arange(start, stop)
             hit = es.targets.select(rows).contains(

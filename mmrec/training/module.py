@@ -30,6 +30,7 @@ from mmrec.evaluation.groups import EvalResult, activity_quintiles, item_groups
 from mmrec.losses.objective import Objective
 from mmrec.models.two_tower import TwoTowerModel, TwoTowerOutput
 from mmrec.training.cache import FrozenFeatures, ProblemReport
+from mmrec.training.sparse import SparseTables, sparse_parameters
 
 log = logging.getLogger(__name__)
 PARTS = ("valid", "test")
@@ -70,6 +71,8 @@ class RecModule(L.LightningModule):
         self.compile_options = None if compile_options is None else dict(compile_options)
         self.frozen_modalities = features.modalities
         self.problems = ProblemReport()
+        self.sparse_tables: SparseTables | None = None
+        self._sparse_state: dict | None = None
         counts = stats.item_train_counts.double()
         self.register_buffer("log_q", (counts.clamp(min=1) / counts.sum().clamp(min=1)).log().float(), persistent=False)
         self.register_buffer("popularity", counts.float(), persistent=False)
@@ -88,6 +91,8 @@ class RecModule(L.LightningModule):
         (so that a resumed run continues the same random streams)."""
         checkpoint["mmrec_config"] = self.run_config
         checkpoint["mmrec_rng"] = rng_states()
+        if self.sparse_tables is not None:  # the ID tables' optimiser, beside Lightning's
+            checkpoint["mmrec_sparse_optimizer"] = self.sparse_tables.state_dict()
         for logger in self.loggers:
             if isinstance(logger, WandbLogger):
                 checkpoint["mmrec_wandb_id"] = logger.version
@@ -96,6 +101,7 @@ class RecModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "mmrec_rng" in checkpoint and self._trainer is not None and self.trainer.state.fn == "fit":
             set_rng_states(checkpoint["mmrec_rng"])
+        self._sparse_state = checkpoint.get("mmrec_sparse_optimizer")  # loaded once configure_optimizers built it
 
     def configure_model(self) -> None:
         """Compile what trains, in place (``nn.Module.compile``: the state dict keeps its keys, so
@@ -328,9 +334,21 @@ class RecModule(L.LightningModule):
         """AdamW groups: encoders at ``lr * encoder_lr_scale``; no weight decay on norms, biases,
         embeddings and scalars. Linear warmup, then cosine decay to zero."""
         base = self.optimizer_factory.keywords.get("lr", 1e-3)
+        sparse = sparse_parameters(self.model)
+        if sparse:
+            if self.trainer.world_size > 1:
+                raise ValueError(
+                    "model.sparse_ids=true trains in one process only (sparse gradients are not all-reduced "
+                    "over NCCL): use dense ID tables under DDP"
+                )
+            betas = self.optimizer_factory.keywords.get("betas", (0.9, 0.999))
+            self.sparse_tables = SparseTables(sparse, base, tuple(betas))
+            if self._sparse_state is not None:
+                self.sparse_tables.load_state_dict(self._sparse_state)
+        sparse_ids = {id(p) for p in sparse}
         groups: dict[tuple[bool, bool], list] = {}
         for name, param in self.named_parameters():
-            if not param.requires_grad:
+            if not param.requires_grad or id(param) in sparse_ids:
                 continue
             is_encoder = name.startswith("model.encoders.")
             no_decay = param.ndim < 2 or "embedding" in name or "norm" in name
@@ -354,7 +372,15 @@ class RecModule(L.LightningModule):
             return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        self._id_lr = lambda: base * schedule(scheduler.last_epoch)  # the sparse tables follow the schedule
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
+        """The configured optimiser's step (it runs the forward and backward), then the sparse ID
+        tables' at the same point of the schedule."""
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if self.sparse_tables is not None:
+            self.sparse_tables.step(self._id_lr())
 
 
 def metric_key(part: str, name: str) -> str:

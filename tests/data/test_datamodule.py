@@ -163,3 +163,19 @@ def test_train_batch_pins_every_tensor(dm, monkeypatch):
     tensors += [t for d in (batch.items.inputs, batch.items.input_mask, batch.items.present) for t in d.values()]
     assert len(pinned) == len(tensors) and all(any(p is t for p in pinned) for t in tensors)
     assert torch.equal(out.neg, batch.neg) and out.items.inputs.keys() == batch.items.inputs.keys()
+
+
+def test_sampled_evaluation_ranks_the_same_seeded_users_every_time(tiny_dataset, tmp_path):
+    every = make_dm(tiny_dataset, tmp_path)
+    every.setup()
+    full = every.eval_set("valid")
+    sampled = make_dm(tiny_dataset, tmp_path, eval_users=5)
+    sampled.setup()
+    es = sampled.eval_set("valid")
+    assert len(es) == 5 and set(es.users.tolist()) < set(full.users.tolist())
+    assert es.users.tolist() == sampled.eval_set("valid").users.tolist()  # the same sample every epoch
+    rows = torch.tensor([full.users.tolist().index(u) for u in es.users.tolist()])
+    assert torch.equal(es.targets.items, full.targets.select(rows).items)  # each user's own targets and seen
+    assert torch.equal(es.seen.ptr, full.seen.select(rows).ptr)
+    with pytest.raises(ValueError, match="data.eval_users must be a positive"):
+        make_dm(tiny_dataset, tmp_path, eval_users=0)

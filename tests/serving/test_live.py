@@ -38,7 +38,8 @@ def worker(store, compact_after: int = 1000, kind: str = "flat") -> LiveCatalogu
 
 def add(live: LiveCatalogue, item_id: str, seed: int) -> torch.Tensor:
     vector = F.normalize(torch.randn(DIM, generator=torch.Generator().manual_seed(seed)), dim=-1)
-    live.add({"item_id": item_id, "title": item_id}, vector, {"text": torch.ones(4)}, {"text": torch.tensor(True)})
+    item = {"item_id": item_id, "title": item_id}
+    live.add(item, vector, {"text": torch.ones(4)}, {"text": torch.tensor(True)}, source=item)
     return vector
 
 
@@ -125,3 +126,51 @@ def test_a_search_in_one_worker_sees_the_other_workers_add_without_another_reque
     vector = add(a, "only-in-a", 5)
     top = b.top(vector.numpy(), 1, set())  # b has served nothing since the add
     assert top[0][0] == b.positions["only-in-a"]
+
+
+def test_a_hand_over_refuses_writes_everywhere_until_abandoned(tmp_path, monkeypatch):
+    import json
+    import time
+
+    import mmrec.serving.live as live_module
+    from mmrec.serving.live import HandedOver
+
+    store = tmp_path / "store.sqlite"
+    one, two = worker(store), worker(store)
+    add(one, "n1", 1)
+    one.delete("b3")
+    successor = {"bundle": "next", "store": "next.sqlite", "manifest_sha256": "f" * 64}
+    one.begin_handover(successor)
+    with pytest.raises(HandedOver, match="retry"):
+        add(two, "n2", 2)  # another worker's write: refused, not lost
+    with pytest.raises(HandedOver):
+        two.begin_handover({**successor, "manifest_sha256": "e" * 64})  # a second, different switch
+    assert one.final_states() == {"n1": ("add", {"item_id": "n1", "title": "n1"}), "b3": ("delete", None)}
+    monkeypatch.setattr(live_module, "HANDOVER_TIMEOUT_S", 0.0)  # the switching process died: abandoned
+    time.sleep(0.01)
+    add(two, "n2", 2)
+    one.begin_handover(successor)
+    one.finish_handover()
+    monkeypatch.setattr(live_module, "HANDOVER_TIMEOUT_S", 600.0)
+    with pytest.raises(HandedOver):
+        add(two, "n3", 3)  # a finished switch: the store's writes belong to the successor for good
+    (value,) = one.db.execute("SELECT value FROM meta WHERE key = 'successor'").fetchone()
+    assert json.loads(value)["ready"] is True
+
+
+def test_a_store_written_before_request_fields_were_kept_opens_and_takes_adds(tmp_path):
+    import sqlite3
+
+    store = tmp_path / "store.sqlite"
+    db = sqlite3.connect(store)
+    db.executescript(
+        "CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT NOT NULL, item_id TEXT NOT NULL, "
+        "item TEXT, tensors BLOB); CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);"
+        "INSERT INTO changes (op, item_id) VALUES ('delete', 'b1');"
+    )
+    db.commit()
+    db.close()
+    live = worker(store)
+    assert not live.exists("b1")  # its old record applies
+    add(live, "n1", 1)
+    assert live.final_states()["n1"][1] == {"item_id": "n1", "title": "n1"}

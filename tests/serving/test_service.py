@@ -88,7 +88,7 @@ def test_search_embeds_a_query_as_a_text_only_item(client, tiny_dataset):
         features = {m: f[position : position + 1] for m, f in cat["features"].items()}
         present = {m: torch.tensor([m == "text"]) for m in cat["present"]}
         as_item = rec.model.embed_items(features, present, torch.tensor([position]), use_ids=False).embedding[0]
-        query = rec.embed_query(f"{row['title']}. {row['description']}")
+        query = rec.embed_queries([f"{row['title']}. {row['description']}"])[0]
         assert float(query @ as_item) > 0.999
     attributes = pd.read_csv(tiny_dataset / "attributes.csv").set_index("item_id")
     hits = []

@@ -38,14 +38,19 @@ def run_train(tmp_path: Path, data_dir: Path, name: str, *extra: str) -> subproc
     )
 
 
-def test_killed_mid_epoch_and_resumed_equals_uninterrupted(tmp_path, data_dir):
-    whole = run_train(tmp_path, data_dir, "whole")
+@pytest.mark.parametrize(
+    "tables",
+    [(), ("model.sparse_ids=true", "model.user_id=true")],  # dense AdamW; sparse ID tables with their SparseAdam
+    ids=["dense_ids", "sparse_ids"],
+)
+def test_killed_mid_epoch_and_resumed_equals_uninterrupted(tmp_path, data_dir, tables):
+    whole = run_train(tmp_path, data_dir, "whole", *tables)
     assert whole.returncode == 0, whole.stderr[-3000:]
     steps_per_epoch = torch.load(tmp_path / "whole/checkpoints/last.ckpt", weights_only=True)["global_step"] // 3
     assert steps_per_epoch % 3 != 0  # so the step-6 checkpoint falls inside an epoch
 
     killed = run_train(
-        tmp_path, data_dir, "killed", "+callbacks.killer._target_=killer.KillAt", "+callbacks.killer.step=7"
+        tmp_path, data_dir, "killed", *tables, "+callbacks.killer._target_=killer.KillAt", "+callbacks.killer.step=7"
     )
     assert killed.returncode == -9, killed.stderr[-3000:]  # SIGKILL: no clean shutdown, no final checkpoint
     last = tmp_path / "killed/checkpoints/last.ckpt"
@@ -54,7 +59,7 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted(tmp_path, data_dir):
     assert not list(last.parent.glob(".*.tmp"))  # no torn temporary file left
 
     # the killed run's stored config names the test's own callback: resuming from it is an opt-in
-    resumed = run_train(tmp_path, data_dir, "resumed", f"ckpt_path={last}", "allowed_targets=[killer.]")
+    resumed = run_train(tmp_path, data_dir, "resumed", *tables, f"ckpt_path={last}", "allowed_targets=[killer.]")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     expected = json.loads((tmp_path / "whole/metrics.json").read_text())
     got = json.loads((tmp_path / "resumed/metrics.json").read_text())
@@ -62,6 +67,11 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted(tmp_path, data_dir):
     assert len(test_keys) > 40
     for key in test_keys:
         assert got[key] == pytest.approx(expected[key], abs=1e-6), key
+    # the weights too (the resumed run saves into the killed run's folder): every optimiser state came back
+    ends = [torch.load(tmp_path / run / "checkpoints/last.ckpt", weights_only=True) for run in ("whole", "killed")]
+    assert ends[0]["global_step"] == ends[1]["global_step"]
+    for name, weight in ends[0]["state_dict"].items():
+        torch.testing.assert_close(ends[1]["state_dict"][name], weight, atol=1e-6, rtol=0, msg=name)
 
 
 def test_building_and_reading_the_cache_give_the_same_run(train_config):

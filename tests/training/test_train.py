@@ -1,6 +1,7 @@
 """The main job end to end on the tiny dataset: every experiment, caching, checkpoints, resume, DDP."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -8,7 +9,7 @@ import pytest
 import torch
 from conftest import EXPERIMENTS
 
-from mmrec.train import train
+from mmrec.train import build, train
 
 pytestmark = pytest.mark.integration  # full train / export / serve runs: `pytest -m integration`
 
@@ -264,6 +265,16 @@ def test_two_process_cpu_ddp_training(train_config, tmp_path):
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert written["test/users"] == _eval_users(cfg)  # no user dropped or duplicated across ranks
     assert 0 < metrics["test/recall@50"] <= 1
+    # each rank encoded half the catalogue with the frozen encoders: the gathered cache is one process's
+    sliced = {p.name: torch.load(p, weights_only=True) for p in (tmp_path / "cache").rglob("*-text-*.pt")}
+    assert len(sliced) == 1
+    shutil.rmtree(tmp_path / "cache")
+    single = train_config("+experiment=fusion_attn", "trainer.max_epochs=1", "encoder/text=minilm")
+    build(single)[1].on_fit_start()  # one process encodes the whole catalogue into the cache
+    ((name, one),) = sliced.items()
+    whole = torch.load(next((tmp_path / "cache").rglob(name)), weights_only=True)
+    torch.testing.assert_close(one["features"], whole["features"], atol=1e-5, rtol=1e-5)
+    assert torch.equal(one["present"], whole["present"]) and int(whole["present"].sum()) > 0
 
 
 @pytest.mark.slow

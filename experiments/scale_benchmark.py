@@ -1,0 +1,180 @@
+"""How start-up, training steps and evaluation grow with the catalogue: synthetic native data, no media.
+
+    python experiments/scale_benchmark.py --items 100000 1000000 --out runs/scale
+
+For each size N: N items (a short title and a tag), N/10 users and 5 interactions per item (Parquet,
+power-law item popularity, generated in seconds), then one `mmrec.train` run of the ID-only model
+(`+experiment=id_only data=native`) in a fresh process, for ``--steps`` training steps and one
+full validation pass (every validation user ranked against every item, seen items masked). It
+reports, per size: start-up (process start to the first training step: load, split, per-user index,
+model), seconds per step and samples/s (steps 3 on), the validation pass, and the process's peak
+resident memory. Prints a markdown table and writes it to OUT/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from mmrec.io import write_text
+
+TAGS = np.array(["jazz", "rock", "news", "sport", "comedy", "drama", "kids", "tech"])
+
+
+def generate(root: Path, num_items: int, seed: int = 0) -> None:
+    """items.parquet and interactions.parquet in the native layout (ids as strings, times in seconds)."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    item_ids = np.char.add("i", np.arange(num_items).astype(str))
+    items = pa.table(
+        {
+            "item_id": item_ids,
+            "title": np.char.add("video ", np.arange(num_items).astype(str)),
+            "tags": TAGS[rng.integers(0, len(TAGS), num_items)],
+        }
+    )
+    pq.write_table(items, root / "items.parquet")
+    num_users, num_inter = max(10, num_items // 10), 5 * num_items
+    users = rng.integers(0, num_users, num_inter)
+    popular = np.minimum((rng.pareto(1.2, num_inter) * num_items / 50).astype(np.int64), num_items - 1)
+    inter = pa.table(
+        {
+            "user_id": np.char.add("u", users.astype(str)),
+            "item_id": item_ids[popular],
+            "timestamp": rng.integers(1_600_000_000, 1_700_000_000, num_inter),
+        }
+    )
+    pq.write_table(inter, root / "interactions.parquet", row_group_size=1 << 20)
+
+
+def measure(root: Path, steps: int, batch_size: int, extra: list[str]) -> dict:
+    """One training run in this process; its phases' wall times and peak memory."""
+    import lightning as L
+    from hydra import compose, initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from mmrec.build import build
+
+    start = time.perf_counter()
+    overrides = [
+        "+experiment=id_only",
+        "data=native",
+        f"data.root={root}",
+        "data.dataset.items=items.parquet",
+        "data.dataset.interactions=interactions.parquet",
+        f"data.batch_size={batch_size}",
+        "data.num_workers=0",
+        "logger=none",
+        f"paths.cache_dir={root / 'cache'}",
+        *extra,
+    ]
+    with initialize_config_module(config_module="mmrec.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):  # as `python -m mmrec.train` would run, in ROOT/run
+        cfg.hydra.runtime.output_dir, cfg.hydra.job.num = str(root / "run"), 0
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    L.seed_everything(0)
+    marks: dict[str, float] = {}
+    step_ends: list[float] = []
+
+    class Phases(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            marks.setdefault("first_step", time.perf_counter())
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            step_ends.append(time.perf_counter())
+
+        def on_validation_epoch_start(self, trainer, module):
+            marks["valid_start"] = time.perf_counter()
+
+        def on_fit_end(self, trainer, module):  # after the module's own epoch-end ranking
+            marks["valid_end"] = time.perf_counter()
+
+    dm, module = build(cfg)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=steps,
+        val_check_interval=steps,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Phases()],
+    )
+    trainer.fit(module, datamodule=dm)
+    per_step = np.diff(step_ends[2:]) if len(step_ends) > 3 else np.array([float("nan")])
+    return {
+        "items": dm.num_items,
+        "users": dm.num_users,
+        "interactions": int(dm.dataset.interactions.shape[0]),
+        "startup_s": marks["first_step"] - start,
+        "step_s": float(np.median(per_step)),
+        "samples_per_s": batch_size / float(np.median(per_step)),
+        "valid_s": marks["valid_end"] - marks["valid_start"],
+        "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,  # KiB on Linux
+    }
+
+
+def table(rows: list[dict]) -> str:
+    head = "| items | users | interactions | start-up s | s/step | samples/s | validation s | peak GB |"
+    lines = [head, "|" + "---|" * 8]
+    for r in rows:
+        lines.append(
+            f"| {r['items']:,} | {r['users']:,} | {r['interactions']:,} | {r['startup_s']:.1f} | {r['step_s']:.3f} "
+            f"| {r['samples_per_s']:,.0f} | {r['valid_s']:.1f} | {r['peak_gb']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # the child process: one size
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.steps, args.batch_size, args.overrides)))
+        return
+    rows = []
+    for n in args.items:
+        root = args.out / f"items{n}"
+        if not (root / "interactions.parquet").is_file():
+            t = time.perf_counter()
+            generate(root, n)
+            print(f"generated {n:,} items in {time.perf_counter() - t:.1f} s", flush=True)
+        child = [sys.executable, __file__, "--out", str(args.out), "--measure", str(root), "--steps", str(args.steps)]
+        child += ["--batch-size", str(args.batch_size), *args.overrides]
+        result = subprocess.run(child, capture_output=True, text=True)
+        if result.returncode:
+            sys.exit(f"{n:,} items failed:\n{result.stderr[-4000:]}")
+        rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+        print(table(rows[-1:]), flush=True)
+    threads = torch.get_num_threads()
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, {threads} torch threads, torch {torch.__version__}"
+    text = f"{table(rows)}\n\nmachine: {machine}\ncommand: python {' '.join(sys.argv)}\n"
+    write_text(args.out / "results.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
