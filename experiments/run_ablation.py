@@ -131,6 +131,8 @@ VARIANTS = {
     "+genretext_iddrop": [*TEXT, "model.id_dropout=0.5", "+data.dataset.text_fields.class=genres"],
     "+text_noid": [*TEXT, "model.item_id=false"],  # items from their title alone
     "+nologq": ["loss.contrastive.logq_correction=false"],
+    # UniSRec's adaptor for the frozen text vectors instead of the MLP projection
+    "+moe": ["model/projection=moe"],
     "+cls": ["fusion.pool=cls"],
     # IDs kept for every movie (no ID dropout) with the plot text beside them: the warm-protocol row
     "+plot": [

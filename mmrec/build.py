@@ -20,7 +20,6 @@ from torch import nn
 
 from mmrec.data.datamodule import RecDataModule
 from mmrec.losses.objective import Objective
-from mmrec.models.towers import ProjectionHead
 from mmrec.models.two_tower import TwoTowerModel
 from mmrec.training.cache import FrozenFeatures
 from mmrec.training.module import RecModule
@@ -129,7 +128,11 @@ def build_model(cfg: DictConfig, encoders: dict[str, dict], sizes: DataSizes, tr
     for modality, config in encoders.items():
         kwargs = {k: v for k, v in config.items() if k != "featurizer"}
         built[modality] = make(kwargs, f"encoder.{modality}", **sizes.encoder_kwargs.get(modality, {}), _convert_="all")
-    projections = nn.ModuleDict({k: ProjectionHead(e.output_dim, dim, m.dropout) for k, e in built.items()})
+    # bundles exported before the projection was a config group hold no model.projection: the MLP head
+    head = m.get("projection") or {"_target_": "mmrec.models.towers.ProjectionHead", "dropout": m.dropout}
+    projections = nn.ModuleDict(
+        {k: make(head, "model.projection", in_dim=e.output_dim, dim=dim) for k, e in built.items()}
+    )
     fusion = make(cfg.fusion, "fusion", modalities=tuple(sorted(built)), dim=dim) if built else None
     item_tower = make(
         m.item_tower,
