@@ -48,23 +48,24 @@ class IndexedSplit:
 
     @classmethod
     def build(cls, dataset: RecDataset, split: Split) -> IndexedSplit:
-        item_index = pd.Series(np.arange(dataset.num_items), index=dataset.items["item_id"])
-        users = sorted(set(dataset.interactions["user_id"]))
-        user_index = pd.Series(np.arange(len(users)), index=users)
+        item_ids = pd.Index(dataset.items["item_id"])
+        users = np.sort(dataset.interactions["user_id"].unique())
+        user_ids = pd.Index(users)
         sequences, times = {}, {}
         for name, part in (("train", split.train), ("valid", split.valid), ("test", split.test)):
-            part = part[part["label"] > 0].sort_values(["user_id", "timestamp"], kind="stable")
-            u = user_index[part["user_id"]].to_numpy()
-            items, stamps = item_index[part["item_id"]].to_numpy(), part["timestamp"].to_numpy()
-            seq = [np.zeros(0, dtype=np.int64) for _ in users]
-            ts = [np.zeros(0, dtype=np.int64) for _ in users]
-            for user, rows in pd.Series(np.arange(len(u))).groupby(u).indices.items():
-                seq[user], ts[user] = items[rows], stamps[rows]
-            sequences[name], times[name] = seq, ts
+            part = part[part["label"] > 0]
+            # each user's rows in time order, as index arrays into one sorted array (columnar, no per-row Python)
+            u = user_ids.get_indexer(part["user_id"])
+            order = np.lexsort((part["timestamp"].to_numpy(), u))  # by user, then time; stable
+            u = u[order]
+            items = item_ids.get_indexer(part["item_id"])[order].astype(np.int64)
+            stamps = part["timestamp"].to_numpy()[order].astype(np.int64)
+            bounds = np.searchsorted(u, np.arange(1, len(users)))
+            sequences[name], times[name] = np.split(items, bounds), np.split(stamps, bounds)
         cold = np.ones(dataset.num_items, dtype=bool)
         for seq in sequences["train"]:
             cold[seq] = False
-        return cls(np.array(users), sequences, times, cold)
+        return cls(users, sequences, times, cold)
 
     @property
     def num_users(self) -> int:
