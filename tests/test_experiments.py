@@ -84,3 +84,24 @@ def test_slot_share_counts_cold_and_warm_slots(tmp_path: Path):
     out = tmp_path / "slots.md"
     slot_share.main(["--runs", str(tmp_path / "runs"), "--k", "4", "--out", str(out)])
     assert "| content | 2 | 0.3750 ± 0.0000 | 0.1667 ± 0.2357 | 0.1000 ± 0.1414 |" in out.read_text()
+
+
+@pytest.mark.integration  # trains a few steps in a fresh process
+def test_scale_benchmark_writes_native_data_and_measures_a_run(tmp_path: Path):
+    import subprocess
+    import sys
+
+    from mmrec.data.schema import load_native
+
+    scale = script("scale_benchmark")
+    scale.generate(tmp_path / "items2000", 2000)
+    data = load_native(tmp_path / "items2000", "items.parquet", "interactions.parquet")
+    assert data.num_items == 2000 and len(data.interactions) == 10_000 and data.num_users <= 200
+    assert set(data.interactions["item_id"]) <= set(data.items["item_id"])
+    args = ["--items", "2000", "--steps", "6", "--batch-size", "64", "--out", str(tmp_path)]
+    done = subprocess.run([sys.executable, str(EXPERIMENTS / "scale_benchmark.py"), *args, "model.sparse_ids=true"])
+    assert done.returncode == 0
+    row = (tmp_path / "results.md").read_text().splitlines()[2].split("|")
+    assert row[1].strip() == "2,000" and row[3].strip() == "10,000"  # items, interactions
+    startup, per_step, valid, peak = (float(row[i].replace(",", "")) for i in (4, 5, 7, 8))
+    assert startup > 0 and per_step > 0 and valid > 0 and 0.1 < peak < 24
