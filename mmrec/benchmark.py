@@ -41,6 +41,7 @@ from mmrec.evaluation.evaluator import FullRankingEvaluator
 from mmrec.io import write_text
 from mmrec.modalities import modality_of
 from mmrec.training.module import RecModule
+from mmrec.training.optim import build_optimizer
 
 log = logging.getLogger("mmrec")
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0}  # dense bf16, vendor figures
@@ -167,7 +168,7 @@ def mmrec_module(cfg: DictConfig, encoders: dict[str, dict], mode: str, b: int, 
 
 def optimizer_of(module: RecModule):
     groups = [{"params": [p for p in module.parameters() if p.requires_grad]}]
-    return module.build_optimizer(groups)
+    return build_optimizer(module.optimizer_factory, groups)
 
 
 def bench_training(cfg: DictConfig, encoders: dict[str, dict], mode: str, device, amp) -> dict:

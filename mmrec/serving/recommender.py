@@ -5,7 +5,6 @@ history comes with every request and is not stored or logged."""
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from mmrec.build import featurizer_factories
 from mmrec.data.features import featurize_items
 from mmrec.data.schema import Catalogue
 from mmrec.modalities import FIELD_KINDS, modality_of
+from mmrec.serving.batching import QueryBatcher
 from mmrec.serving.bundle import Bundle, request_fields, stored_fields
 from mmrec.serving.live import Conflict, HandedOver, LiveCatalogue
 
@@ -300,49 +300,6 @@ class Recommender:
     def without_root(self, problem: str) -> str:
         """A media problem without the server's paths: relative to the media root."""
         return problem.replace(str(self.media_root.resolve()) + "/", "").replace(str(self.media_root) + "/", "")
-
-
-class QueryBatcher:
-    """Runs concurrent calls of a batched function as one batch. A caller that finds no batch running
-    runs one itself, over every input waiting (its own and any that arrive meanwhile), until none is
-    left; the others wait for their row. A lone call waits for nothing; under load, one encoder pass
-    serves many queries instead of one each."""
-
-    def __init__(self, fn, max_batch: int = 64):
-        self.fn, self.max_batch = fn, max_batch
-        self.lock = threading.Lock()
-        self.waiting: list[tuple[object, dict]] = []
-        self.running = False
-
-    def embed(self, value) -> torch.Tensor:
-        slot = {"done": threading.Event()}
-        with self.lock:
-            self.waiting.append((value, slot))
-            lead = not self.running
-            self.running = self.running or lead
-        if lead:
-            self._run()
-        slot["done"].wait()
-        if "error" in slot:
-            raise slot["error"]
-        return slot["row"]
-
-    def _run(self) -> None:
-        while True:
-            with self.lock:
-                batch, self.waiting = self.waiting[: self.max_batch], self.waiting[self.max_batch :]
-                if not batch:
-                    self.running = False
-                    return
-            try:
-                rows = self.fn([value for value, _ in batch])
-                for (_, slot), row in zip(batch, rows):
-                    slot["row"] = row
-            except Exception as err:  # every caller of this batch gets the error, none waits forever
-                for _, slot in batch:
-                    slot["error"] = err
-            for _, slot in batch:
-                slot["done"].set()
 
 
 def choose_query_modality(modalities: dict, chosen: str | None) -> str | None:

@@ -8,9 +8,7 @@ the datamodule, so ``trainer.fit/validate/test(module, datamodule=dm)`` work wit
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Mapping
-from functools import partial
 
 import lightning as L
 import torch
@@ -30,6 +28,7 @@ from mmrec.evaluation.groups import EvalResult, activity_quintiles, item_groups
 from mmrec.losses.objective import Objective
 from mmrec.models.two_tower import TwoTowerModel, TwoTowerOutput
 from mmrec.training.cache import FrozenFeatures, ProblemReport
+from mmrec.training.optim import build_optimizer, param_groups, warmup_cosine
 from mmrec.training.sparse import SparseTables, sparse_parameters
 
 log = logging.getLogger(__name__)
@@ -320,19 +319,9 @@ class RecModule(L.LightningModule):
         self._finish_eval("test")
 
     # -- optimisation ----------------------------------------------------------------------------
-    def build_optimizer(self, param_groups: list[dict]) -> torch.optim.Optimizer:
-        """The configured optimiser; ``optimizer.fused=auto`` is the fused (single-kernel) update when
-        every parameter is on a GPU (Lightning moves the model before configure_optimizers),
-        PyTorch's default (foreach) otherwise."""
-        factory = self.optimizer_factory
-        if factory.keywords.get("fused") == "auto":
-            on_gpu = all(p.is_cuda for group in param_groups for p in group["params"])
-            factory = partial(factory, fused=True if on_gpu else None)
-        return factory(param_groups)
-
     def configure_optimizers(self):
-        """AdamW groups: encoders at ``lr * encoder_lr_scale``; no weight decay on norms, biases,
-        embeddings and scalars. Linear warmup, then cosine decay to zero."""
+        """AdamW groups (``mmrec.training.optim``); linear warmup, then cosine decay to zero. Sparse ID
+        tables (``model.sparse_ids``) have their own SparseAdam, stepped at the same schedule."""
         base = self.optimizer_factory.keywords.get("lr", 1e-3)
         sparse = sparse_parameters(self.model)
         if sparse:
@@ -345,32 +334,10 @@ class RecModule(L.LightningModule):
             self.sparse_tables = SparseTables(sparse, base, tuple(betas))
             if self._sparse_state is not None:
                 self.sparse_tables.load_state_dict(self._sparse_state)
-        sparse_ids = {id(p) for p in sparse}
-        groups: dict[tuple[bool, bool], list] = {}
-        for name, param in self.named_parameters():
-            if not param.requires_grad or id(param) in sparse_ids:
-                continue
-            is_encoder = name.startswith("model.encoders.")
-            no_decay = param.ndim < 2 or "embedding" in name or "norm" in name
-            groups.setdefault((is_encoder, no_decay), []).append(param)
-        param_groups = [
-            {
-                "params": params,
-                "lr": base * (self.encoder_lr_scale if enc else 1.0),
-                **({"weight_decay": 0.0} if no_decay else {}),
-            }
-            for (enc, no_decay), params in sorted(groups.items())
-        ]
-        optimizer = self.build_optimizer(param_groups)
+        groups = param_groups(self.named_parameters(), base, self.encoder_lr_scale, {id(p) for p in sparse})
+        optimizer = build_optimizer(self.optimizer_factory, groups)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = int(self.warmup_ratio * total)
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(1, total - warmup)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
+        schedule = warmup_cosine(total, int(self.warmup_ratio * total))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         self._id_lr = lambda: base * schedule(scheduler.last_epoch)  # the sparse tables follow the schedule
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,4 +1,4 @@
-"""The recommender's query batcher: concurrent searches share encoder passes, each gets its own row."""
+"""The query batcher: concurrent searches share encoder passes, each gets its own row."""
 
 import threading
 import time
@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from mmrec.serving.recommender import QueryBatcher
+from mmrec.serving.batching import QueryBatcher
 
 
 def test_concurrent_calls_are_batched_and_each_gets_its_own_row():
