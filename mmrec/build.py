@@ -21,7 +21,7 @@ from torch import nn
 from mmrec.data.datamodule import RecDataModule
 from mmrec.losses.objective import Objective
 from mmrec.models.two_tower import TwoTowerModel
-from mmrec.training.cache import FrozenFeatures
+from mmrec.training.cache import CatalogueEngine, FrozenFeatures
 from mmrec.training.module import RecModule
 
 log = logging.getLogger("mmrec")
@@ -166,6 +166,13 @@ def compile_options(cfg: DictConfig) -> dict | None:
     return OmegaConf.to_container(cfg.model.compile_options) if cfg.model.get("compile") else None
 
 
+def catalogue_engine(cfg: DictConfig, dm: RecDataModule) -> CatalogueEngine | None:
+    """``catalogue.engine`` (e.g. Ray Data encoder actors) given the datamodule's featurizers, or None:
+    the frozen encoders run over the catalogue in the training processes."""
+    node = OmegaConf.select(cfg, "catalogue.engine")
+    return None if node is None else make(node, "catalogue.engine", featurizers=dm.featurizers)
+
+
 def build(cfg: DictConfig) -> tuple[RecDataModule, RecModule]:
     """The datamodule (prepared and set up) and the LightningModule for a composed config."""
     check_config(cfg)
@@ -203,6 +210,7 @@ def build(cfg: DictConfig) -> tuple[RecDataModule, RecModule]:
         frozen_configs,
         Path(cfg.paths.cache_dir) / "embeddings",
         dm.dataset.name,
+        catalogue_engine(cfg, dm),
     )
     evaluator = instantiate(cfg.eval.evaluator, _partial_=True, _convert_="all")
     module = RecModule(

@@ -142,12 +142,18 @@ def sum_across_ranks(
     return features, present, [p for rank_problems in gathered for p in rank_problems]
 
 
+# (encoder, modality, num_items) -> (features (N, D), present (N,), problems): a whole-catalogue pass
+# on another engine (mmrec.training.ray_catalogue.RayCatalogue) instead of this process's loader
+CatalogueEngine = Callable[[ModalityEncoder, str, int], tuple[torch.Tensor, torch.Tensor, list[str]]]
+
+
 class FrozenFeatures:
     """The cached outputs of the frozen encoders, computed (or read) once on the module's device.
 
     ``loader(modalities, items=None)`` yields ItemBatches over the whole catalogue (or ``items``, a
     range); ``fingerprints[m]`` and ``configs[m]`` identify modality m's data and encoder config;
-    ``prefix`` names the files.
+    ``prefix`` names the files. With an ``engine``, the catalogue is encoded there instead (by rank 0
+    under several processes, the others reading its file).
     """
 
     def __init__(
@@ -157,13 +163,14 @@ class FrozenFeatures:
         configs: Mapping[str, Mapping],
         cache_dir: str | Path,
         prefix: str,
+        engine: CatalogueEngine | None = None,
     ):
         self.loader, self.fingerprints, self.configs = (
             loader,
             dict(fingerprints),
             {m: dict(c) for m, c in configs.items()},
         )
-        self.cache_dir, self.prefix = Path(cache_dir), prefix
+        self.cache_dir, self.prefix, self.engine = Path(cache_dir), prefix, engine
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -180,10 +187,8 @@ class FrozenFeatures:
         for m in self.modalities:
             key = cache_key(m, self.configs[m], self.fingerprints[m], weights_digest(encoders[m]))
             path = self.cache_dir / f"{self.prefix}-{m}-{key}.pt"
-            if world == 1:
-                out[m] = load_or_encode(
-                    path, lambda m=m: encode_catalogue(encoders[m], m, self.loader((m,)), num_items, device)
-                )
+            if world == 1 or self.engine is not None:
+                out[m] = self.load_or_encode_whole(path, encoders[m], m, num_items, device)
                 continue
             cached = [read_cache(path) if rank == 0 else None]
             dist.broadcast_object_list(cached, src=0)  # every rank takes the same branch
@@ -197,6 +202,25 @@ class FrozenFeatures:
                 with FileLock(str(path) + ".lock"):
                     write_cache(path, *out[m])
         return out
+
+    def load_or_encode_whole(
+        self, path: Path, encoder: ModalityEncoder, modality: str, num_items: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """The whole catalogue by one process (on the engine, when there is one); under several processes
+        rank 0 computes it while the others wait at a barrier, then read the file."""
+        rank, world = rank_and_world()
+        if rank == 0:
+            result = load_or_encode(
+                path,
+                lambda: (
+                    self.engine(encoder, modality, num_items)
+                    if self.engine is not None
+                    else encode_catalogue(encoder, modality, self.loader((modality,)), num_items, device)
+                ),
+            )
+        if world > 1:
+            dist.barrier()
+        return result if rank == 0 else read_cache(path)
 
     def presence(self, modalities: tuple[str, ...], num_items: int) -> tuple[dict[str, torch.Tensor], list[str]]:
         """(I,) presence of each of ``modalities`` over the catalogue (one featurizer pass), and the media problems."""
