@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from scale_benchmark import generate
+from scale_benchmark import compose_native, generate
 
 from mmrec.io import write_text
 
@@ -45,32 +45,6 @@ def write_titles(root: Path, seed: int = 0) -> None:
     )
 
 
-def compose_config(root: Path):
-    from hydra import compose, initialize_config_module
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    overrides = [
-        "+experiment=text_only",
-        "data=native",
-        f"data.root={root}",
-        "data.dataset.items=items.parquet",
-        "data.dataset.interactions=interactions.parquet",
-        "data.num_workers=0",
-        "data.eval_batch_size=256",
-        "logger=none",
-        f"paths.cache_dir={root / 'cache'}",
-    ]
-    with initialize_config_module(config_module="mmrec.conf", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir, cfg.hydra.job.num = str(root / "run"), 0
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra
-    return cfg
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=100_000)
@@ -88,7 +62,7 @@ def main() -> None:
     if not (root / "items.parquet").is_file():
         generate(root, args.items)
         write_titles(root)
-    dm, module = build(compose_config(root))
+    dm, module = build(compose_native(root, ["+experiment=text_only", "data.eval_batch_size=256"]))
     encoder, n = module.model.encoders["text"], dm.num_items
     rows, reference = [], None
     for threads in (1, 2):

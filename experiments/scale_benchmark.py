@@ -59,35 +59,40 @@ def generate(root: Path, num_items: int, seed: int = 0) -> None:
     pq.write_table(inter, root / "interactions.parquet", row_group_size=1 << 20)
 
 
-def measure(root: Path, steps: int, batch_size: int, extra: list[str]) -> dict:
-    """One training run in this process; its phases' wall times and peak memory."""
-    import lightning as L
+def compose_native(root: Path, overrides: list[str]):
+    """The training config for the native data generated in ``root`` (Parquet, no DataLoader workers, no
+    logger, the cache inside ``root``), as `python -m mmrec.train` would see it, running in ROOT/run."""
     from hydra import compose, initialize_config_module
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from mmrec.build import build
-
-    start = time.perf_counter()
-    overrides = [
-        "+experiment=id_only",
+    native = [
         "data=native",
         f"data.root={root}",
         "data.dataset.items=items.parquet",
         "data.dataset.interactions=interactions.parquet",
-        f"data.batch_size={batch_size}",
         "data.num_workers=0",
         "logger=none",
         f"paths.cache_dir={root / 'cache'}",
-        *extra,
     ]
     with initialize_config_module(config_module="mmrec.conf", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):  # as `python -m mmrec.train` would run, in ROOT/run
+        cfg = compose(config_name="train", overrides=[*native, *overrides], return_hydra_config=True)
+    with open_dict(cfg):
         cfg.hydra.runtime.output_dir, cfg.hydra.job.num = str(root / "run"), 0
     HydraConfig().set_config(cfg)
     with open_dict(cfg):
         del cfg.hydra
+    return cfg
+
+
+def measure(root: Path, steps: int, batch_size: int, extra: list[str]) -> dict:
+    """One training run in this process; its phases' wall times and peak memory."""
+    import lightning as L
+
+    from mmrec.build import build
+
+    start = time.perf_counter()
+    cfg = compose_native(root, ["+experiment=id_only", f"data.batch_size={batch_size}", *extra])
     L.seed_everything(0)
     marks: dict[str, float] = {}
     step_ends: list[float] = []

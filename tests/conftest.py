@@ -48,6 +48,14 @@ def data_dir(tiny_dataset: Path) -> Path:
     return tiny_dataset.parent
 
 
+@pytest.fixture
+def own_data(tiny_dataset: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny dataset, for tests that change its files."""
+    root = tmp_path / "data" / "synthetic"
+    shutil.copytree(tiny_dataset, root)
+    return root
+
+
 def compose_config(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
     """A composed config as ``python -m mmrec.<name>`` would see it, running in ``output_dir``."""
     GlobalHydra.instance().clear()

@@ -18,16 +18,6 @@ def cache_files(tmp_path, modality="image"):
     return sorted((tmp_path / "cache" / "embeddings").glob(f"*-{modality}-*.pt"))
 
 
-@pytest.fixture
-def own_data(tiny_dataset, tmp_path):
-    """A private copy of the tiny dataset (these tests change its files)."""
-    import shutil
-
-    root = tmp_path / "data" / "synthetic"
-    shutil.copytree(tiny_dataset, root)
-    return root
-
-
 def test_replacing_a_media_file_rebuilds_the_cache(train_config, own_data, tmp_path):
     cfg = ["+experiment=image_only", "debug=fdr", f"paths.data_dir={own_data.parent}"]
     train(train_config(*cfg))

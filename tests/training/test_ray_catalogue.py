@@ -20,15 +20,14 @@ def local_ray():
 
 
 @pytest.mark.integration
-def test_ray_actors_give_the_in_process_embeddings_and_problems(train_config, tiny_dataset, tmp_path, local_ray):
-    import shutil
-
-    root = tmp_path / "data" / "synthetic"
-    shutil.copytree(tiny_dataset, root)
-    broken = sorted(root.glob("images/*.png"))[0]
+def test_ray_actors_give_the_in_process_embeddings_and_problems(train_config, own_data, local_ray):
+    broken = sorted(own_data.glob("images/*.png"))[0]
     broken.write_bytes(b"not a png")  # a media problem must come back from the actors too
     cfg = train_config(
-        f"paths.data_dir={root.parent}", "catalogue=ray", "catalogue.engine.actors=2", "catalogue.engine.batch_size=8"
+        f"paths.data_dir={own_data.parent}",
+        "catalogue=ray",
+        "catalogue.engine.actors=2",
+        "catalogue.engine.batch_size=8",
     )
     dm, module = build(cfg)
     engine = module.features.engine
