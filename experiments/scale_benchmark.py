@@ -25,38 +25,41 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
 from mmrec.io import write_text
 
+ROW_GROUP = 1 << 20
 TAGS = np.array(["jazz", "rock", "news", "sport", "comedy", "drama", "kids", "tech"])
 
 
-def generate(root: Path, num_items: int, seed: int = 0) -> None:
-    """items.parquet and interactions.parquet in the native layout (ids as strings, times in seconds)."""
+def generate(root: Path, num_items: int, per_item: int = 5, seed: int = 0) -> None:
+    """items.parquet and interactions.parquet in the native layout (ids as strings, times in seconds),
+    ``per_item`` interactions per item. The id strings are made and written a row group at a time, so
+    10^8 interactions take a few GB."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
-    item_ids = np.char.add("i", np.arange(num_items).astype(str))
+    item_ids = pc.binary_join_element_wise("i", pa.array(np.arange(num_items)).cast(pa.string()), "")
     items = pa.table(
         {
             "item_id": item_ids,
-            "title": np.char.add("video ", np.arange(num_items).astype(str)),
-            "tags": TAGS[rng.integers(0, len(TAGS), num_items)],
+            "title": pc.binary_join_element_wise("video ", pa.array(np.arange(num_items)).cast(pa.string()), ""),
+            "tags": pa.array(TAGS[rng.integers(0, len(TAGS), num_items)]),
         }
     )
     pq.write_table(items, root / "items.parquet")
-    num_users, num_inter = max(10, num_items // 10), 5 * num_items
+    num_users, num_inter = max(10, num_items // 10), per_item * num_items
     users = rng.integers(0, num_users, num_inter)
     popular = np.minimum((rng.pareto(1.2, num_inter) * num_items / 50).astype(np.int64), num_items - 1)
-    inter = pa.table(
-        {
-            "user_id": np.char.add("u", users.astype(str)),
-            "item_id": item_ids[popular],
-            "timestamp": rng.integers(1_600_000_000, 1_700_000_000, num_inter),
-        }
-    )
-    pq.write_table(inter, root / "interactions.parquet", row_group_size=1 << 20)
+    stamps = rng.integers(1_600_000_000, 1_700_000_000, num_inter)
+    schema = pa.schema([("user_id", pa.string()), ("item_id", pa.string()), ("timestamp", pa.int64())])
+    with pq.ParquetWriter(root / "interactions.parquet", schema) as writer:
+        for start in range(0, num_inter, ROW_GROUP):
+            rows = slice(start, start + ROW_GROUP)
+            user_ids = pc.binary_join_element_wise("u", pa.array(users[rows]).cast(pa.string()), "")
+            writer.write_table(pa.table([user_ids, item_ids.take(popular[rows]), stamps[rows]], schema=schema))
 
 
 def compose_native(root: Path, overrides: list[str]):
@@ -85,8 +88,9 @@ def compose_native(root: Path, overrides: list[str]):
     return cfg
 
 
-def measure(root: Path, steps: int, batch_size: int, extra: list[str]) -> dict:
-    """One training run in this process; its phases' wall times and peak memory."""
+def measure(root: Path, steps: int, batch_size: int, extra: list[str], validate: bool = True) -> dict:
+    """One training run in this process; its phases' wall times and peak memory (``validate``: with
+    one full validation pass after the steps)."""
     import lightning as L
 
     from mmrec.build import build
@@ -100,6 +104,7 @@ def measure(root: Path, steps: int, batch_size: int, extra: list[str]) -> dict:
     class Phases(L.Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
             marks.setdefault("first_step", time.perf_counter())
+            marks.setdefault("startup_peak_gb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             step_ends.append(time.perf_counter())
@@ -116,6 +121,7 @@ def measure(root: Path, steps: int, batch_size: int, extra: list[str]) -> dict:
         devices=1,
         max_steps=steps,
         val_check_interval=steps,
+        limit_val_batches=None if validate else 0,
         num_sanity_val_steps=0,
         logger=False,
         enable_checkpointing=False,
@@ -128,11 +134,12 @@ def measure(root: Path, steps: int, batch_size: int, extra: list[str]) -> dict:
     return {
         "items": dm.num_items,
         "users": dm.num_users,
-        "interactions": int(dm.dataset.interactions.shape[0]),
+        "interactions": sum(len(dm.indexed.sequences[p].values) for p in ("train", "valid", "test")),
         "startup_s": marks["first_step"] - start,
         "step_s": float(np.median(per_step)),
         "samples_per_s": batch_size / float(np.median(per_step)),
-        "valid_s": marks["valid_end"] - marks["valid_start"],
+        "valid_s": marks["valid_end"] - marks["valid_start"] if "valid_start" in marks else float("nan"),
+        "startup_peak_gb": marks["startup_peak_gb"],  # before the first step: data, index, model
         "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,  # KiB on Linux
     }
 
@@ -141,9 +148,10 @@ def table(rows: list[dict]) -> str:
     head = "| items | users | interactions | start-up s | s/step | samples/s | validation s | peak GB |"
     lines = [head, "|" + "---|" * 8]
     for r in rows:
+        valid = "-" if np.isnan(r["valid_s"]) else f"{r['valid_s']:.1f}"
         lines.append(
             f"| {r['items']:,} | {r['users']:,} | {r['interactions']:,} | {r['startup_s']:.1f} | {r['step_s']:.3f} "
-            f"| {r['samples_per_s']:,.0f} | {r['valid_s']:.1f} | {r['peak_gb']:.2f} |"
+            f"| {r['samples_per_s']:,.0f} | {valid} | {r['peak_gb']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -153,22 +161,25 @@ def main() -> None:
     parser.add_argument("--items", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--per-item", type=int, default=5, help="interactions per item (users: items / 10)")
+    parser.add_argument("--no-validation", action="store_true", help="training steps only (no validation pass)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # the child process: one size
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.measure, args.steps, args.batch_size, args.overrides)))
+        print(json.dumps(measure(args.measure, args.steps, args.batch_size, args.overrides, not args.no_validation)))
         return
     rows = []
     for n in args.items:
-        root = args.out / f"items{n}"
+        root = args.out / (f"items{n}" if args.per_item == 5 else f"items{n}x{args.per_item}")
         if not (root / "interactions.parquet").is_file():
             t = time.perf_counter()
-            generate(root, n)
+            generate(root, n, args.per_item)
             print(f"generated {n:,} items in {time.perf_counter() - t:.1f} s", flush=True)
         child = [sys.executable, __file__, "--out", str(args.out), "--measure", str(root), "--steps", str(args.steps)]
-        child += ["--batch-size", str(args.batch_size), *args.overrides]
+        child += ["--batch-size", str(args.batch_size), *(["--no-validation"] if args.no_validation else [])]
+        child += args.overrides
         result = subprocess.run(child, capture_output=True, text=True)
         if result.returncode:
             sys.exit(f"{n:,} items failed:\n{result.stderr[-4000:]}")

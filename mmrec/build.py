@@ -202,6 +202,7 @@ def build(cfg: DictConfig) -> tuple[RecDataModule, RecModule]:
     dm = build_datamodule(cfg, encoders)
     dm.prepare_data()
     dm.setup("fit")
+    stats = dm.stats()  # before the model: its transient arrays and the model's tables never peak together
     model = build_model(cfg, encoders, DataSizes.of(dm), trained_ids=dm.item_train_counts > 0)
     frozen_configs = {m: c for m, c in encoders.items() if c.get("mode", "frozen") == "frozen"}
     features = FrozenFeatures(
@@ -217,8 +218,8 @@ def build(cfg: DictConfig) -> tuple[RecDataModule, RecModule]:
         model,
         objective,
         instantiate(cfg.optimizer),
-        dm.stats(),
-        {p: dm.eval_set(p) for p in ("valid", "test")},
+        stats,
+        dm.eval_sets(),
         evaluator,
         features,
         encoder_lr_scale=cfg.model.encoder_lr_scale,

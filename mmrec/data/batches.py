@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mmrec.data.csr import CSR
+from mmrec.data.csr import CSR, Ragged, as_ragged
 from mmrec.data.features import Featurizer, ItemBatch, featurize_items
 
 HISTORY_MODES = ("before", "others")
@@ -97,7 +97,7 @@ class TrainInteractions(Dataset):
 
     def __init__(
         self,
-        sequences: list[np.ndarray],
+        sequences: Ragged | list[np.ndarray],
         sampler: Callable,
         history_length: int,
         num_negatives: int,
@@ -106,19 +106,15 @@ class TrainInteractions(Dataset):
     ):
         if history_mode not in HISTORY_MODES:
             raise ValueError(f"unknown data.history_mode '{history_mode}': expected one of {HISTORY_MODES}")
-        self.sequences, self.sampler, self.seed = sequences, sampler, seed
+        self.sequences, self.sampler, self.seed = as_ragged(sequences), sampler, seed
         self.history_length, self.num_negatives, self.history_mode = history_length, num_negatives, history_mode
-        lengths = np.array([len(s) for s in sequences], dtype=np.int64)
-        users = np.repeat(np.arange(len(sequences)), lengths)
-        positions = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        self.index = np.stack([users, positions], axis=1)
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.sequences.values)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray]:
         i, epoch = key if isinstance(key, tuple) else (key, 0)
-        user, position = self.index[i]
+        user, position = self.sequences.entry(i)  # sample i is the i-th training interaction, users in order
         sequence = self.sequences[user]
         history, mask = history_of(sequence, position, self.history_length, self.history_mode)
         generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + int(i))

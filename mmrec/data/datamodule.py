@@ -11,20 +11,21 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+import shutil
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import numpy as np
-import pandas as pd
 import torch
 from filelock import FileLock
 from torch.utils.data import DataLoader
 
-from mmrec.data.batches import HISTORY_MODES, EvalSet, TrainCollator, TrainInteractions, last_items
-from mmrec.data.csr import CSR, PairSet
+from mmrec.data.batches import HISTORY_MODES, EvalSet, TrainCollator, TrainInteractions
+from mmrec.data.csr import PairSet
 from mmrec.data.features import Featurizer, catalogue_loader, modality_fingerprint
+from mmrec.data.index import INDEX_FORMAT, IndexedSplit
 from mmrec.data.resumable import EpochLoader, EpochSampler
 from mmrec.data.schema import RecDataset
 from mmrec.data.sequences import SequenceCollator, TrainSequences
@@ -37,45 +38,24 @@ TEST_HISTORIES = ("train", "train_valid")
 TRAIN_UNITS = ("interaction", "sequence")  # one sample per training interaction | per window of a sequence
 
 
-@dataclass
-class IndexedSplit:
-    """A split with ids turned into catalogue/user indices and per-user time-ordered sequences."""
+class BuiltOnUse(Mapping):
+    """A read-only mapping over ``keys`` whose values are made by ``make(key)`` when first read."""
 
-    user_ids: np.ndarray  # (U,) the dataset's user ids, sorted: user index u is user_ids[u]
-    sequences: dict[str, list[np.ndarray]]  # part -> per-user item indices in time order
-    times: dict[str, list[np.ndarray]]  # part -> per-user timestamps, aligned with ``sequences``
-    cold_items: np.ndarray  # (num_items,) bool: never seen in training
+    def __init__(self, keys: tuple[str, ...], make: Callable):
+        self._keys, self._make, self._built = tuple(keys), make, {}
 
-    @classmethod
-    def build(cls, dataset: RecDataset, split: Split) -> IndexedSplit:
-        item_ids = pd.Index(dataset.items["item_id"])
-        users = np.sort(dataset.interactions["user_id"].unique())
-        user_ids = pd.Index(users)
-        sequences, times = {}, {}
-        for name, part in (("train", split.train), ("valid", split.valid), ("test", split.test)):
-            part = part[part["label"] > 0]
-            # each user's rows in time order, as index arrays into one sorted array (columnar, no per-row Python)
-            u = user_ids.get_indexer(part["user_id"])
-            order = np.lexsort((part["timestamp"].to_numpy(), u))  # by user, then time; stable
-            u = u[order]
-            items = item_ids.get_indexer(part["item_id"])[order].astype(np.int64)
-            stamps = part["timestamp"].to_numpy()[order].astype(np.int64)
-            bounds = np.searchsorted(u, np.arange(1, len(users)))
-            sequences[name], times[name] = np.split(items, bounds), np.split(stamps, bounds)
-        cold = np.ones(dataset.num_items, dtype=bool)
-        for seq in sequences["train"]:
-            cold[seq] = False
-        return cls(users, sequences, times, cold)
+    def __getitem__(self, key: str):
+        if key not in self._keys:
+            raise KeyError(key)
+        if key not in self._built:
+            self._built[key] = self._make(key)
+        return self._built[key]
 
-    @property
-    def num_users(self) -> int:
-        return len(self.user_ids)
+    def __iter__(self):
+        return iter(self._keys)
 
-    def merged(self, user: int, parts: tuple[str, ...]) -> np.ndarray:
-        """User ``user``'s items of ``parts`` merged in time order (stable: earlier parts first on ties)."""
-        items = np.concatenate([self.sequences[p][user] for p in parts])
-        stamps = np.concatenate([self.times[p][user] for p in parts])
-        return items[np.argsort(stamps, kind="stable")]
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 @dataclass
@@ -88,7 +68,7 @@ class CatalogueStats:
     cold_items: torch.Tensor  # (I,) bool
     train_pairs: PairSet  # (user, item) training interactions, for accidental-hit masking
     user_train_counts: torch.Tensor | None = None  # (U,) training interactions per user
-    item_ids: list[str] | None = None  # (I,) the dataset's item ids, for messages that name items
+    item_ids: Sequence[str] | None = None  # (I,) the dataset's item ids, for messages that name items
 
 
 class RecDataModule(L.LightningDataModule):
@@ -121,11 +101,15 @@ class RecDataModule(L.LightningDataModule):
         media_shards: bool = False,
         train_unit: str = "interaction",
         eval_users: int | None = None,
+        keep_interactions: bool = True,
     ):
         """``eval_users``: rank a seeded sample of this many users per evaluation part instead of all
         (for catalogues too large to rank every user against every item each epoch; the numbers are
-        estimates, not comparable with full ranking)."""
+        estimates, not comparable with full ranking). ``keep_interactions=False`` releases the
+        dataset's interactions table (``dataset.interactions`` becomes None) once the per-user index
+        is on disk: training and evaluation read only the index."""
         super().__init__()
+        self.keep_interactions = keep_interactions
         if eval_users is not None and eval_users < 1:
             raise ValueError(f"data.eval_users must be a positive number of users or null (all), got {eval_users}")
         self.eval_users = eval_users
@@ -192,22 +176,25 @@ class RecDataModule(L.LightningDataModule):
             return
         self.dataset = self.load()
         self.dataset.allow_external_media = self.allow_external_media
-        self.split = self._load_or_make_split()
-        self.indexed = IndexedSplit.build(self.dataset, self.split)
+        self.indexed = self._load_or_build_index()
+        if not self.keep_interactions:
+            rows = len(self.dataset.interactions)
+            self.dataset.interactions = None
+            log.info(
+                "released the %d-row interactions table (data.keep_interactions=false): the index holds them", rows
+            )
         self.featurizers = {m: make(catalogue=self.dataset) for m, make in sorted(self.featurizer_factories.items())}
         if self.media_shards:
             self.use_media_shards(self.live_modalities)
-        counts = np.bincount(np.concatenate(self.indexed.sequences["train"]), minlength=self.num_items)
+        counts = np.bincount(self.indexed.sequences["train"].values, minlength=self.num_items)
         self.item_train_counts = torch.from_numpy(counts)
         log.info(
-            "dataset %s: %d users, %d items (%d cold), interactions train/valid/test = %d/%d/%d; history: %s",
+            "dataset %s: %d users, %d items (%d cold), positive interactions train/valid/test = %d/%d/%d; history: %s",
             self.dataset.name,
             self.num_users,
             self.num_items,
             int(self.indexed.cold_items.sum()),
-            len(self.split.train),
-            len(self.split.valid),
-            len(self.split.test),
+            *(len(self.indexed.sequences[p].values) for p in PARTS),
             self.history_mode,
         )
 
@@ -220,17 +207,31 @@ class RecDataModule(L.LightningDataModule):
                     self.featurizers[m], self.num_items, self.processed_dir / "shards", name, self.num_workers, m
                 )
 
+    def _split_meta(self) -> tuple[dict, str]:
+        """What identifies the split (the dataset's content and the split arguments), and its short key."""
+        if getattr(self, "_split_key", None) is None:
+            meta = {
+                "dataset": self.dataset.name,
+                "fingerprint": self.data_fingerprint,
+                **self.split_args,
+                "ratios": list(self.split_args["ratios"]),
+            }
+            self._split_key = meta, hashlib.sha1(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:12]
+            self.split_path = self.processed_dir / f"{self.dataset.name}-split-{self._split_key[1]}.parquet"
+        return self._split_key
+
+    @property
+    def split(self) -> Split:
+        """The split's three interaction tables (read from ``processed_dir``, or made): only needed to
+        build the index, so a run whose index is on disk does not read them."""
+        if getattr(self, "_split", None) is None:
+            self._split = self._load_or_make_split()
+        return self._split
+
     def _load_or_make_split(self) -> Split:
         """The split for these arguments, read from ``processed_dir`` when it was made before."""
-        meta = {
-            "dataset": self.dataset.name,
-            "fingerprint": self.dataset.fingerprint(),
-            **self.split_args,
-            "ratios": list(self.split_args["ratios"]),
-        }
-        key = hashlib.sha1(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:12]
-        path = self.processed_dir / f"{self.dataset.name}-split-{key}.parquet"
-        self.split_path = path
+        meta, _ = self._split_meta()
+        path = self.split_path
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".lock"):
             if path.is_file():
@@ -244,6 +245,23 @@ class RecDataModule(L.LightningDataModule):
             log.info("saved %s split to %s", self.split_args["method"], path)
             return split
 
+    def _load_or_build_index(self) -> IndexedSplit:
+        """The split's per-user index, memory-mapped from ``processed_dir`` (built and saved when absent)."""
+        _, key = self._split_meta()
+        folder = self.processed_dir / f"{self.dataset.name}-index-{key}-v{INDEX_FORMAT}"
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder) + ".lock"):
+            if folder.is_dir():
+                try:
+                    return IndexedSplit.open(folder)
+                except Exception as err:  # a damaged cache never breaks a run: rebuild it
+                    log.warning("index cache %s cannot be read (%s): removing and rebuilding it", folder, err)
+                    shutil.rmtree(folder)
+            IndexedSplit.build(self.dataset, self.split).save(folder)
+            self._split = None  # its tables are in the index now (read again if asked for)
+            log.info("saved the per-user index to %s", folder)
+            return IndexedSplit.open(folder)
+
     @property
     def num_items(self) -> int:
         return self.dataset.num_items
@@ -254,20 +272,27 @@ class RecDataModule(L.LightningDataModule):
 
     def fingerprint(self, modality: str) -> str:
         """Identifies modality ``modality``'s inputs (keys the frozen-embedding cache)."""
-        return modality_fingerprint(self.dataset.fingerprint(), self.featurizers[modality])
+        return modality_fingerprint(self.data_fingerprint, self.featurizers[modality])
+
+    @property
+    def data_fingerprint(self) -> str:
+        """The dataset's content hash, computed once a run (10^8 interactions take seconds to hash)."""
+        if getattr(self, "_data_fingerprint", None) is None:
+            self._data_fingerprint = self.dataset.fingerprint()
+        return self._data_fingerprint
 
     def stats(self) -> CatalogueStats:
-        keys = [(np.full(len(seq), u), seq) for u, seq in enumerate(self.indexed.sequences["train"])]
-        users = torch.from_numpy(np.concatenate([u for u, _ in keys]).astype(np.int64))
-        items = torch.from_numpy(np.concatenate([s for _, s in keys]).astype(np.int64))
+        train = self.indexed.sequences["train"]
+        users = torch.from_numpy(train.row_of_entries().astype(np.int64))
+        items = torch.from_numpy(np.array(train.values, dtype=np.int64))
         return CatalogueStats(
             self.num_items,
             self.num_users,
             self.item_train_counts.clone(),
             torch.from_numpy(self.indexed.cold_items.copy()),
             PairSet.from_pairs(users, items, stride=self.num_items),
-            torch.tensor([len(seq) for seq in self.indexed.sequences["train"]], dtype=torch.long),
-            self.dataset.items["item_id"].tolist(),
+            torch.from_numpy(train.lengths()),
+            self.dataset.items["item_id"].array,  # compact (Arrow-backed) strings, not a list of 10^7 objects
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -332,6 +357,10 @@ class RecDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self.item_dataloader()
 
+    def eval_sets(self) -> Mapping[str, EvalSet]:
+        """The 'valid' and 'test' evaluation sets, each built when first read (not before training starts)."""
+        return BuiltOnUse(("valid", "test"), self.eval_set)
+
     def eval_set(self, part: str) -> EvalSet:
         """Users with targets in ``part`` ('valid' or 'test'), their history and seen items.
 
@@ -344,18 +373,16 @@ class RecDataModule(L.LightningDataModule):
         targets = s.sequences[part]
         seen_parts = ("train",) if part == "valid" else ("train", "valid")
         history_parts = ("train",) if part == "valid" or self.test_history == "train" else ("train", "valid")
-        users = [u for u in range(s.num_users) if len(targets[u])]
+        users = np.flatnonzero(targets.lengths()).tolist()
         if self.eval_users is not None and len(users) > self.eval_users:  # the same sample every epoch
             rng = np.random.default_rng([self.split_args["seed"], PARTS.index(part)])
             users = sorted(rng.choice(users, self.eval_users, replace=False).tolist())
-        hist = [last_items(s.merged(u, history_parts), self.history_length) for u in users]
-        n = self.history_length
+        users = np.asarray(users, dtype=np.int64)
+        history, mask = s.merged_rows(users, history_parts).last(self.history_length)
         return EvalSet(
-            users=torch.tensor(users, dtype=torch.long),
-            history=torch.from_numpy(np.stack([h for h, _ in hist])) if hist else torch.zeros(0, n, dtype=torch.long),
-            history_mask=torch.from_numpy(np.stack([m for _, m in hist]))
-            if hist
-            else torch.zeros(0, n, dtype=torch.bool),
-            targets=CSR.from_groups([np.unique(targets[u]) for u in users]),
-            seen=CSR.from_groups([np.unique(s.merged(u, seen_parts)) for u in users]),
+            users=torch.from_numpy(users),
+            history=torch.from_numpy(history),
+            history_mask=torch.from_numpy(mask),
+            targets=targets.take(users).unique_rows(self.num_items).to_csr(),
+            seen=s.merged_rows(users, seen_parts).unique_rows(self.num_items).to_csr(),
         )

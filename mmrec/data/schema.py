@@ -24,6 +24,7 @@ ITEM_TEXT_COLUMNS = ("title", "description")
 ITEM_MEDIA_COLUMNS = ("image", "video", "audio")
 ITEM_COLUMNS = ("item_id", *ITEM_TEXT_COLUMNS, *ITEM_MEDIA_COLUMNS)
 REQUIRED_INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp")
+ID_COLUMNS = ("user_id", "item_id")
 SPLIT_NAMES = ("train", "valid", "test")  # values of the optional ``split`` column, or their codes 0/1/2
 IMAGE_SEPARATOR = "|"
 log = logging.getLogger(__name__)
@@ -56,7 +57,24 @@ def read_table(path: Path, sep: str | None = None, **options) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"table not found: {path} (expected a .csv, .tsv or .parquet file)")
     if path.suffix == ".parquet":
-        return pd.read_parquet(path)
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        for name in ID_COLUMNS:
+            # string ids become categoricals: each distinct id held once, a row costs a 4-byte code. One
+            # dictionary over the whole column (pq.read_table's read_dictionary gives one per page, which
+            # pandas then unifies: minutes at 10^8 rows against seconds here)
+            if name in table.column_names and (
+                pa.types.is_string(kind := table.schema.field(name).type) or pa.types.is_large_string(kind)
+            ):
+                column = pc.dictionary_encode(table.column(name).combine_chunks())
+                table = table.set_column(table.schema.get_field_index(name), name, column)
+        frame = table.to_pandas()
+        del table
+        pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed pages (1 GB at 10^8 rows)
+        return frame
     if path.suffix in (".csv", ".tsv", ".inter", ".item", ".user") or sep:
         check_text_file(path)
         sep = sep or ("\t" if path.suffix == ".tsv" else ",")
@@ -86,11 +104,17 @@ def timestamps_in_seconds(column: pd.Series, name: str) -> tuple[pd.Series, list
             errors.append(f"{name}: column 'timestamp' has missing datetimes in {_rows(bad, name)}")
         notes.append(f"{name}: column 'timestamp' holds datetimes; converted to integer seconds since 1970 (UTC)")
         return seconds.astype("int64"), errors, notes
+    plain_numbers = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_extension_array_dtype(column)
+    limit = 2**62  # any real time in seconds, with room; 1e30 or a millisecond/nanosecond mix-up is refused
+    if plain_numbers and pd.api.types.is_integer_dtype(column) and not (column.abs() >= limit).any():
+        return column.astype("int64"), errors, notes  # integer seconds already (10^8 rows: no copy, no text)
     values = pd.to_numeric(column, errors="coerce").astype("float64")
-    not_number = values.isna() & column.astype(str).str.strip().str.lower().ne("nan")
+    if plain_numbers:  # every value is a number; nan and inf are refused below
+        not_number = pd.Series(False, index=column.index)
+    else:
+        not_number = values.isna() & column.astype(str).str.strip().str.lower().ne("nan")
     if not_number.any():
         errors.append(f"{name}: column 'timestamp' is not a number in {_rows(not_number, name)}")
-    limit = float(2**62)  # any real time in seconds, with room; 1e30 or a millisecond/nanosecond mix-up is refused
     bad = ~not_number & ~(np.isfinite(values) & (values.abs() < limit))
     if bad.any():
         errors.append(
@@ -105,6 +129,19 @@ def timestamps_in_seconds(column: pd.Series, name: str) -> tuple[pd.Series, list
             f"({int(fractional.sum())} values); they are truncated to integer seconds"
         )
     return np.trunc(values.where(ok, 0)).astype("int64"), errors, notes
+
+
+def id_column(column: pd.Series) -> pd.Series:
+    """A user/item id column as a categorical of strings with sorted categories: a row costs a 4-byte
+    code and each distinct id is held once, so 10^8 interactions do not become 10^8 Python strings."""
+    if not isinstance(column.dtype, pd.CategoricalDtype):
+        column = column.astype("category")
+    names = column.cat.categories.astype(str)
+    if names.has_duplicates:  # e.g. 1 and "1" in one column: both are the id "1"
+        column = column.astype(str).astype("category")
+    elif not column.cat.categories.equals(names) or column.cat.categories.dtype != names.dtype:
+        column = column.cat.rename_categories(names)
+    return column.cat.reorder_categories(column.cat.categories.sort_values())
 
 
 def structural_errors(
@@ -134,11 +171,18 @@ def structural_errors(
         dups = sorted(set(item_ids[dup]))[:MAX_LISTED_ROWS]
         errors.append(f"{items_name}: duplicate item_id {dups} in {_rows(dup, items_name)}")
     inter = interactions.reset_index(drop=True)
-    unknown = ~inter["item_id"].astype(str).isin(set(item_ids))
-    if unknown.any():
-        ids = sorted(set(inter.loc[unknown, "item_id"].astype(str)))[:MAX_LISTED_ROWS]
+    for column in ID_COLUMNS:
+        absent = inter[column].isna()
+        if absent.any():
+            errors.append(f"{interactions_name}: column '{column}' is missing in {_rows(absent, interactions_name)}")
+    ids = id_column(inter["item_id"])
+    known = pd.Index(item_ids.drop_duplicates()).get_indexer(ids.cat.categories) >= 0  # per distinct id, not per row
+    strangers = ids.cat.categories[~known]
+    if len(strangers):
+        unknown = ids.isin(strangers)
         errors.append(
-            f"{interactions_name}: column 'item_id' has unknown item id(s) {ids} in {_rows(unknown, interactions_name)}"
+            f"{interactions_name}: column 'item_id' has unknown item id(s) {sorted(strangers)[:MAX_LISTED_ROWS]} "
+            f"in {_rows(unknown, interactions_name)}"
         )
     errors.extend(timestamps_in_seconds(inter["timestamp"], interactions_name)[1])
     if "label" in inter.columns:
@@ -237,7 +281,7 @@ class RecDataset(Catalogue):
     """A loaded dataset in the native layout, with normalised dtypes.
 
     ``items``: one row per item, columns ITEM_COLUMNS (strings, '' when absent).
-    ``interactions``: user_id (str), item_id (str), timestamp (int64), label (float32), and
+    ``interactions``: user_id and item_id (categoricals of strings), timestamp (int64), label (float32), and
     ``split`` (int8 0/1/2) when the data comes with its split.
     """
 
@@ -254,6 +298,8 @@ class RecDataset(Catalogue):
         interactions_name: str = "interactions",
     ) -> RecDataset:
         """Validate the structure (raising DataError that names every problem) and normalise dtypes."""
+        if all(c in interactions.columns for c in ID_COLUMNS):  # once, before the checks that read them
+            interactions = interactions.assign(**{c: id_column(interactions[c]) for c in ID_COLUMNS})
         errors = structural_errors(items, interactions, items_name, interactions_name)
         if errors:
             raise DataError(f"dataset '{name}' has {len(errors)} structural error(s):\n  " + "\n  ".join(errors))
@@ -263,8 +309,8 @@ class RecDataset(Catalogue):
             log.warning("%s", note)
         inter = pd.DataFrame(
             {
-                "user_id": interactions["user_id"].astype(str).to_numpy(),
-                "item_id": interactions["item_id"].astype(str).to_numpy(),
+                "user_id": interactions["user_id"].array,
+                "item_id": interactions["item_id"].array,
                 "timestamp": seconds.to_numpy(),
                 "label": (
                     pd.to_numeric(interactions["label"]).astype("float32").to_numpy()

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mmrec.data.batches import last_items, pinned
+from mmrec.data.csr import Ragged, as_ragged
 from mmrec.data.features import Featurizer, ItemBatch, featurize_items
 
 
@@ -37,12 +38,16 @@ class SequenceBatch:
 class TrainSequences(Dataset):
     """Windows of ``length`` (input, next item) pairs of each user's time-ordered ``sequences``."""
 
-    def __init__(self, sequences: list[np.ndarray], length: int):
+    def __init__(self, sequences: Ragged | list[np.ndarray], length: int):
         if length < 1:
             raise ValueError(f"data.train_unit=sequence needs data.history_length >= 1, got {length}")
-        self.sequences, self.length = sequences, length
-        windows = [(u, end) for u, seq in enumerate(sequences) for end in range(len(seq), 1, -length)]
-        self.index = np.array(windows, dtype=np.int64).reshape(-1, 2)  # (user, end of the window's targets)
+        self.sequences, self.length = as_ragged(sequences), length
+        # (user, end of the window's targets): ends len, len - length, ... > 1 for each user, in user order
+        lengths = self.sequences.lengths()
+        windows = np.maximum(0, (lengths - 2) // length + 1)
+        users = np.repeat(np.arange(len(lengths)), windows)
+        rank = np.arange(int(windows.sum())) - np.repeat(np.cumsum(windows) - windows, windows)
+        self.index = np.stack([users, lengths[users] - rank * length], axis=1).astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.index)

@@ -39,9 +39,12 @@ class Split:
 
     def save(self, path: Path, meta: dict) -> None:
         """Write the split as one Parquet file with a ``split`` column, plus ``meta`` as JSON beside it."""
-        frames = [part.assign(split=name) for name, part in zip(PARTS, (self.train, self.valid, self.test))]
+        parts = (self.train, self.valid, self.test)
+        table = pd.concat(parts, ignore_index=True)
+        codes = np.repeat(np.arange(len(PARTS), dtype=np.int8), [len(p) for p in parts])
+        table["split"] = pd.Categorical.from_codes(codes, categories=list(PARTS))  # 1 byte a row, not a string
         with atomic_path(path) as tmp:
-            pd.concat(frames, ignore_index=True).to_parquet(tmp, index=False)
+            table.to_parquet(tmp, index=False)
         write_text(path.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True))
 
     @classmethod

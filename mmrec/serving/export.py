@@ -95,7 +95,7 @@ def export_bundle(
     encoders = encoder_configs(cfg)
     dataset = load_dataset(cfg.data)
     featurizers = {m: make(catalogue=dataset) for m, make in featurizer_factories(encoders).items()}
-    users = sorted(set(dataset.interactions["user_id"]))  # the training run's user indices
+    users = sorted(dataset.interactions["user_id"].unique())  # the training run's user indices
     sizes = DataSizes(
         dataset.num_items, len(users), cfg.data.history_length, {m: f.encoder_kwargs() for m, f in featurizers.items()}
     )

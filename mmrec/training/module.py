@@ -64,7 +64,7 @@ class RecModule(L.LightningModule):
     ):
         super().__init__()
         self.model, self.objective, self.optimizer_factory = model, objective, optimizer
-        self.eval_sets, self.features = dict(eval_sets), features
+        self.eval_sets, self.features = eval_sets, features  # read when a part is evaluated
         self.encoder_lr_scale, self.warmup_ratio = encoder_lr_scale, warmup_ratio
         self.run_config = dict(run_config or {})
         self.compile_options = None if compile_options is None else dict(compile_options)
@@ -152,7 +152,7 @@ class RecModule(L.LightningModule):
         empty = ~torch.stack(present).any(0)
         if bool(empty.any()):
             rows = empty.nonzero().flatten()[:10].tolist()
-            named = [self.item_ids[i] for i in rows] if self.item_ids else rows
+            named = [self.item_ids[i] for i in rows] if self.item_ids is not None else rows
             files = (
                 f" Media that could not be used: {'; '.join(self.problems.problems[:3])}."
                 if self.problems.count

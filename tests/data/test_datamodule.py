@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mmrec.data.datamodule import RecDataModule
+from mmrec.data.index import IndexedSplit
 from mmrec.data.sampling import UniformNegatives
 from mmrec.data.schema import load_native
 from mmrec.modalities.audio import AudioFeaturizer
@@ -133,7 +134,7 @@ def test_cold_items_have_interactions_only_outside_training(dm):
     cold = dm.indexed.cold_items
     assert cold.sum() > 0
     assert not any(cold[seq].any() for seq in dm.indexed.sequences["train"])
-    assert dm.item_train_counts[torch.from_numpy(cold)].sum() == 0
+    assert dm.item_train_counts[torch.from_numpy(cold.copy())].sum() == 0
 
 
 def test_split_is_saved_and_reused(dm, tiny_dataset):
@@ -141,6 +142,35 @@ def test_split_is_saved_and_reused(dm, tiny_dataset):
     again = make_dm(tiny_dataset, dm.processed_dir, split={"method": "cold_item", "cold_fraction": 0.2})
     again.setup()
     assert again.split.test.equals(dm.split.test)
+
+
+def test_index_is_memory_mapped_and_equals_a_fresh_build(dm, tiny_dataset, tmp_path):
+    """The per-user index is read from disk (memory-mapped) by a later run, and equals one built
+    from the split in memory; a damaged index is rebuilt with a warning, not a failure."""
+    again = make_dm(tiny_dataset, dm.processed_dir, split={"method": "cold_item", "cold_fraction": 0.2})
+    again.setup()
+    assert isinstance(again.indexed.sequences["train"].values, np.memmap)
+    fresh = IndexedSplit.build(again.dataset, again.split)
+    assert np.array_equal(fresh.user_ids, again.indexed.user_ids)
+    assert np.array_equal(fresh.cold_items, again.indexed.cold_items)
+    for part in ("train", "valid", "test"):
+        for name in ("sequences", "times"):
+            mine, theirs = getattr(again.indexed, name)[part], getattr(fresh, name)[part]
+            assert np.array_equal(mine.values, theirs.values) and np.array_equal(mine.offsets, theirs.offsets)
+    # the same index as a per-user loop over the split's rows would give
+    train = again.split.train
+    for u in (0, len(fresh.user_ids) // 2, len(fresh.user_ids) - 1):
+        rows = train[train["user_id"] == fresh.user_ids[u]].sort_values("timestamp", kind="stable")
+        expected = again.dataset.items.reset_index().set_index("item_id").loc[rows["item_id"], "index"].tolist()
+        assert again.indexed.sequences["train"][u].tolist() == expected
+
+    copy = make_dm(tiny_dataset, tmp_path, split={"method": "cold_item", "cold_fraction": 0.2})
+    copy.setup()
+    folder = next(tmp_path.glob("*-index-*[!k]"))
+    (folder / "train.items.values.npy").write_bytes(b"not an array")
+    rebuilt = make_dm(tiny_dataset, tmp_path, split={"method": "cold_item", "cold_fraction": 0.2})
+    rebuilt.setup()
+    assert np.array_equal(rebuilt.indexed.sequences["train"].values, fresh.sequences["train"].values)
 
 
 def test_bad_options_are_named(tiny_dataset, tmp_path):
@@ -179,3 +209,44 @@ def test_sampled_evaluation_ranks_the_same_seeded_users_every_time(tiny_dataset,
     assert torch.equal(es.seen.ptr, full.seen.select(rows).ptr)
     with pytest.raises(ValueError, match="data.eval_users must be a positive"):
         make_dm(tiny_dataset, tmp_path, eval_users=0)
+
+
+@pytest.mark.parametrize("test_history", ["train", "train_valid"])
+def test_eval_sets_equal_a_per_user_build(tiny_dataset, tmp_path, test_history):
+    """The columnar evaluation sets hold, for every user, what the per-user definition gives: the
+    last N items of the history parts merged by time (earlier parts first on ties), the distinct
+    targets and the distinct seen items."""
+    from mmrec.data.batches import last_items
+
+    module = make_dm(tiny_dataset, tmp_path, split={"method": "random"}, history_length=3, test_history=test_history)
+    module.setup()
+    s = module.indexed
+    for part in ("valid", "test"):
+        es = module.eval_set(part)
+        seen_parts = ("train",) if part == "valid" else ("train", "valid")
+        history_parts = ("train",) if part == "valid" or test_history == "train" else ("train", "valid")
+        users = [u for u in range(s.num_users) if len(s.sequences[part][u])]
+        assert es.users.tolist() == users and len(users) > 10
+        for row, user in enumerate(users):
+            history, mask = last_items(s.merged(user, history_parts), 3)
+            assert es.history[row].tolist() == history.tolist() and es.history_mask[row].tolist() == mask.tolist()
+            ptr = es.targets.ptr
+            assert es.targets.items[ptr[row] : ptr[row + 1]].tolist() == np.unique(s.sequences[part][user]).tolist()
+            ptr = es.seen.ptr
+            assert es.seen.items[ptr[row] : ptr[row + 1]].tolist() == np.unique(s.merged(user, seen_parts)).tolist()
+
+
+def test_released_interactions_leave_training_and_evaluation_unchanged(dm, tiny_dataset):
+    """data.keep_interactions=false: the raw table is dropped after indexing; batches and evaluation
+    sets are the same as with it kept."""
+    options = dict(split={"method": "cold_item", "cold_fraction": 0.2}, history_length=4, num_negatives=3, batch_size=8)
+    kept = make_dm(tiny_dataset, dm.processed_dir, **options)
+    released = make_dm(tiny_dataset, dm.processed_dir, keep_interactions=False, **options)
+    for module in (kept, released):
+        module.setup()
+    assert released.dataset.interactions is None and kept.dataset.interactions is not None
+    first = [next(iter(m.train_dataloader())) for m in (kept, released)]
+    assert torch.equal(first[0].user, first[1].user) and torch.equal(first[0].neg, first[1].neg)
+    for part in ("valid", "test"):
+        a, b = kept.eval_set(part), released.eval_set(part)
+        assert torch.equal(a.history, b.history) and torch.equal(a.seen.items, b.seen.items)

@@ -125,3 +125,31 @@ def test_datetime_parquet_timestamps_become_seconds(tmp_path):
         DataError, match=r"bad.parquet: column 'timestamp' .* in row\(s\) 1"
     ):  # no lines in Parquet: rows
         load_native(tmp_path, items="items.parquet", interactions="bad.parquet")
+
+
+def test_parquet_ids_are_categoricals_with_the_same_ids_and_fingerprint(tmp_path):
+    """Ids are held as categoricals of strings (a 4-byte code a row), whatever their type in the file;
+    the fingerprint is the one of the same table with plain string ids, so caches keyed by it stay valid."""
+    import numpy as np
+
+    pd.DataFrame({"item_id": [10, 2, 33]}).to_parquet(tmp_path / "items.parquet")
+    inter = pd.DataFrame({"user_id": ["v", "u", "v"], "item_id": [33, 2, 10], "timestamp": np.array([3, 1, 2])})
+    inter.to_parquet(tmp_path / "inter.parquet")
+    ds = load_native(tmp_path, items="items.parquet", interactions="inter.parquet")
+    for column, expected in (("user_id", ["v", "u", "v"]), ("item_id", ["33", "2", "10"])):
+        assert isinstance(ds.interactions[column].dtype, pd.CategoricalDtype)
+        assert ds.interactions[column].astype(str).tolist() == expected
+        assert list(ds.interactions[column].cat.categories) == sorted(set(expected))
+    plain = ds.interactions.assign(**{c: ds.interactions[c].astype(object) for c in ("user_id", "item_id")})
+    assert ds.fingerprint() == RecDataset(ds.name, ds.root, ds.items, interactions=plain).fingerprint()
+
+
+def test_mixed_and_missing_ids(tmp_path):
+    """1 and "1" in one column are one id; a missing id is an error naming its row."""
+    items = pd.DataFrame({"item_id": ["1", "2"]})
+    mixed = pd.DataFrame({"user_id": ["u", "u"], "item_id": pd.Series([1, "1"], dtype=object), "timestamp": [1, 2]})
+    ds = RecDataset.from_frames("d", tmp_path, items, mixed)
+    assert ds.interactions["item_id"].astype(str).tolist() == ["1", "1"]
+    missing = pd.DataFrame({"user_id": ["u", None], "item_id": ["1", "2"], "timestamp": [1, 2]})
+    with pytest.raises(DataError, match=r"inter.parquet: column 'user_id' is missing in row\(s\) 2"):
+        RecDataset.from_frames("d", tmp_path, items, missing, interactions_name="inter.parquet")
