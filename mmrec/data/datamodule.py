@@ -99,6 +99,7 @@ class RecDataModule(L.LightningDataModule):
         processed_dir: str = ".cache/mmrec",
         allow_external_media: bool = False,
         media_shards: bool = False,
+        media_codec: str = "raw",
         train_unit: str = "interaction",
         eval_users: int | None = None,
         keep_interactions: bool = True,
@@ -159,7 +160,7 @@ class RecDataModule(L.LightningDataModule):
         self.num_negatives, self.batch_size, self.eval_batch_size = num_negatives, batch_size, eval_batch_size
         self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
         self.processed_dir, self.allow_external_media = Path(processed_dir), allow_external_media
-        self.media_shards, self.train_unit = media_shards, train_unit
+        self.media_shards, self.media_codec, self.train_unit = media_shards, media_codec, train_unit
         self.dataset: RecDataset | None = None
 
     @property
@@ -204,7 +205,13 @@ class RecDataModule(L.LightningDataModule):
             if self.featurizers[m].media_files():  # text and tags are in memory already
                 name = f"{self.dataset.name}-{m}-{self.fingerprint(m)}"
                 self.featurizers[m] = sharded(
-                    self.featurizers[m], self.num_items, self.processed_dir / "shards", name, self.num_workers, m
+                    self.featurizers[m],
+                    self.num_items,
+                    self.processed_dir / "shards",
+                    name,
+                    self.num_workers,
+                    m,
+                    self.media_codec,
                 )
 
     def _split_meta(self) -> tuple[dict, str]:

@@ -101,3 +101,31 @@ def test_datamodule_batches_are_the_same_with_and_without_shards(own_data, tmp_p
     assert len(folders) == 2  # one folder a modality
     pixels = np.load(next(p for p in folders if "-image-" in p.name) / "value.npy", mmap_mode="r")
     assert pixels.dtype == np.uint8
+
+
+@pytest.mark.parametrize("codec", ["png", "jpeg"])
+def test_encoded_keyframe_shards(own_data, tmp_path, codec):
+    """data.media_codec: keyframes stored as PNG read back exactly, as JPEG within its pixel error,
+    both in less space than raw pixels; audio shards stay raw PCM."""
+    root, broken = own_data
+    dataset = load_native(root)
+    featurizer = FEATURIZERS["image"](dataset)
+    raw = sharded(featurizer, dataset.num_items, tmp_path / "shards", "x")
+    encoded = sharded(featurizer, dataset.num_items, tmp_path / "shards", "x", codec=codec)
+    assert encoded.folder.name == f"x-{codec}" and not (encoded.folder / "value.npy").exists()
+    errors = []
+    for i in range(dataset.num_items):
+        expected, got = raw(i, []), encoded(i, problems := [])
+        assert got.value.shape == expected.value.shape and got.value.dtype == torch.uint8
+        assert torch.equal(got.mask, expected.mask) and got.present == expected.present
+        errors.append((got.value.float() - expected.value.float()).abs().mean().item())
+        assert problems == raw.problems.get(str(i), [])
+    if codec == "png":
+        assert max(errors) == 0
+    else:
+        assert 0 < np.mean(errors) < 4  # mean absolute pixel error on a 0-255 scale
+    assert (encoded.folder / "frames.bin").stat().st_size < (raw.folder / "value.npy").stat().st_size
+    audio = sharded(FEATURIZERS["audio"](dataset), dataset.num_items, tmp_path / "shards", "a", codec=codec)
+    assert (audio.folder / "value.npy").exists()
+    with pytest.raises(ValueError, match="unknown data.media_codec 'gif'"):
+        sharded(featurizer, dataset.num_items, tmp_path / "shards", "x", codec="gif")
