@@ -29,7 +29,7 @@ from mmrec.data.index import INDEX_FORMAT, IndexedSplit
 from mmrec.data.resumable import EpochLoader, EpochSampler
 from mmrec.data.schema import RecDataset
 from mmrec.data.sequences import SequenceCollator, TrainSequences
-from mmrec.data.shards import sharded
+from mmrec.data.shards import CODECS, sharded
 from mmrec.data.splits import PARTS, Split, make_split
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,8 @@ class RecDataModule(L.LightningDataModule):
         is on disk: training and evaluation read only the index."""
         super().__init__()
         self.keep_interactions = keep_interactions
+        if media_codec not in CODECS:
+            raise ValueError(f"unknown data.media_codec '{media_codec}': expected one of {CODECS}")
         if eval_users is not None and eval_users < 1:
             raise ValueError(f"data.eval_users must be a positive number of users or null (all), got {eval_users}")
         self.eval_users = eval_users

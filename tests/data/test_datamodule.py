@@ -178,6 +178,8 @@ def test_bad_options_are_named(tiny_dataset, tmp_path):
         make_dm(tiny_dataset, tmp_path, history_mode="next")
     with pytest.raises(ValueError, match="must be a subset of the enabled modalities"):
         make_dm(tiny_dataset, tmp_path, featurizers={"text": None}, live_modalities=("image",))
+    with pytest.raises(ValueError, match="unknown data.media_codec 'webm'"):
+        make_dm(tiny_dataset, tmp_path, media_codec="webm")
     with pytest.raises(ValueError, match="data.batch_size must be a positive integer, got 'abc'"):
         make_dm(tiny_dataset, tmp_path, batch_size="abc")
 
