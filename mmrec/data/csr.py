@@ -157,10 +157,10 @@ class Ragged:
             np.save(folder / f"{name}.{part}.npy", getattr(self, part), allow_pickle=False)
 
     @classmethod
-    def open(cls, folder: Path, name: str, mmap: bool = True) -> Ragged:
-        mode = "r" if mmap else None
+    def open(cls, folder: Path, name: str) -> Ragged:
+        """The Ragged ``save`` wrote, memory-mapped read-only."""
         return cls(
-            *(np.load(folder / f"{name}.{p}.npy", mmap_mode=mode, allow_pickle=False) for p in ("values", "offsets"))
+            *(np.load(folder / f"{name}.{p}.npy", mmap_mode="r", allow_pickle=False) for p in ("values", "offsets"))
         )
 
 
