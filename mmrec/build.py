@@ -102,7 +102,9 @@ def build_datamodule(cfg: DictConfig, encoders: dict[str, dict]) -> RecDataModul
     data = OmegaConf.to_container(cfg.data, resolve=True)
     for key in CONFIG_ONLY_DATA_KEYS:
         data.pop(key, None)
-    return make(data, "data", featurizers=featurizers, live_modalities=live, _convert_="all")
+    engine = OmegaConf.select(cfg, "catalogue.media_engine")
+    media_engine = None if engine is None else make(engine, "catalogue.media_engine")
+    return make(data, "data", featurizers=featurizers, live_modalities=live, media_engine=media_engine, _convert_="all")
 
 
 @dataclass

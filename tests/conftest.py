@@ -56,6 +56,15 @@ def own_data(tiny_dataset: Path, tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """A two-CPU local Ray cluster for one test module (seconds to start: integration tests only)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
 def compose_config(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
     """A composed config as ``python -m mmrec.<name>`` would see it, running in ``output_dir``."""
     GlobalHydra.instance().clear()

@@ -29,7 +29,7 @@ from mmrec.data.index import INDEX_FORMAT, IndexedSplit
 from mmrec.data.resumable import EpochLoader, EpochSampler
 from mmrec.data.schema import RecDataset
 from mmrec.data.sequences import SequenceCollator, TrainSequences
-from mmrec.data.shards import CODECS, sharded
+from mmrec.data.shards import CODECS, MediaEngine, sharded
 from mmrec.data.splits import PARTS, Split, make_split
 
 log = logging.getLogger(__name__)
@@ -103,12 +103,14 @@ class RecDataModule(L.LightningDataModule):
         train_unit: str = "interaction",
         eval_users: int | None = None,
         keep_interactions: bool = True,
+        media_engine: MediaEngine | None = None,
     ):
         """``eval_users``: rank a seeded sample of this many users per evaluation part instead of all
         (for catalogues too large to rank every user against every item each epoch; the numbers are
         estimates, not comparable with full ranking). ``keep_interactions=False`` releases the
         dataset's interactions table (``dataset.interactions`` becomes None) once the per-user index
-        is on disk: training and evaluation read only the index."""
+        is on disk: training and evaluation read only the index. ``media_engine`` decodes the media
+        shards (e.g. ``mmrec.data.ray_media.RayMedia``; None: this process's DataLoader workers)."""
         super().__init__()
         self.keep_interactions = keep_interactions
         if media_codec not in CODECS:
@@ -163,6 +165,7 @@ class RecDataModule(L.LightningDataModule):
         self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
         self.processed_dir, self.allow_external_media = Path(processed_dir), allow_external_media
         self.media_shards, self.media_codec, self.train_unit = media_shards, media_codec, train_unit
+        self.media_engine = media_engine
         self.dataset: RecDataset | None = None
 
     @property
@@ -214,6 +217,7 @@ class RecDataModule(L.LightningDataModule):
                     self.num_workers,
                     m,
                     self.media_codec,
+                    self.media_engine,
                 )
 
     def _split_meta(self) -> tuple[dict, str]:

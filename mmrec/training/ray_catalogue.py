@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from mmrec.data.features import Featurizer, featurize_items
+from mmrec.data.ray_media import connect_ray
 from mmrec.models.adapt import ModalityEncoder
 
 log = logging.getLogger(__name__)
@@ -87,22 +88,7 @@ class RayCatalogue:
 
     def connect(self) -> int:
         """Joins (or starts) the Ray cluster; the number of actors its resources hold at once."""
-        import ray
-
-        if not ray.is_initialized():
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
-        resources = ray.cluster_resources()
-        fits = int(resources.get("CPU", 0) // self.cpus_per_actor)
-        if self.gpus_per_actor:
-            fits = min(fits, int(resources.get("GPU", 0) // self.gpus_per_actor))
-        if fits < 1 or (self.actors or 0) > fits:
-            # Ray would wait for resources that never come: say so instead of hanging
-            raise ValueError(
-                f"catalogue.engine: {self.actors or 1} actor(s) of {self.cpus_per_actor} CPU and "
-                f"{self.gpus_per_actor} GPU do not fit the Ray cluster's {resources.get('CPU', 0)} CPU and "
-                f"{resources.get('GPU', 0)} GPU"
-            )
-        return self.actors or fits
+        return connect_ray(self.address, self.actors, self.cpus_per_actor, self.gpus_per_actor, "catalogue.engine")
 
     def __call__(
         self, encoder: ModalityEncoder, modality: str, num_items: int

@@ -8,15 +8,7 @@ from mmrec.training.cache import encode_catalogue
 from mmrec.training.ray_catalogue import RayCatalogue
 from tests.conftest import compose_config
 
-# the tests that start a local Ray cluster (seconds) are in the integration tier: `pytest -m integration`
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+# the tests that start a local Ray cluster (seconds, the `local_ray` fixture) are in the integration tier
 
 
 @pytest.mark.integration
