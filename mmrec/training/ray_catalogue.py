@@ -21,12 +21,29 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.utils import parametrize
 
 from mmrec.data.features import Featurizer, featurize_items
 from mmrec.data.ray_media import connect_ray
 from mmrec.models.adapt import ModalityEncoder
 
 log = logging.getLogger(__name__)
+
+
+def picklable(encoder: nn.Module) -> nn.Module:
+    """A CPU copy of a frozen ``encoder`` that pickles: parametrized weights (wav2vec2's weight-normed
+    positional convolution) are baked into plain ones, which torch refuses to pickle otherwise. A
+    frozen encoder computes the same outputs from them."""
+    encoder = copy.deepcopy(encoder).cpu()
+    for module in [m for m in encoder.modules() if parametrize.is_parametrized(m)]:
+        # a deep copy shares the original's generated Parametrized* class, and removing a
+        # parametrization edits that class: the copy gets a class of its own first
+        cls = type(module)
+        module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+        for name in list(module.parametrizations):
+            parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    return encoder
 
 
 class CatalogueActor:
@@ -101,7 +118,7 @@ class RayCatalogue:
         if num_items == 0:
             return features, present, problems
         actors = self.connect()
-        shared = ray.put(copy.deepcopy(encoder).cpu())
+        shared = ray.put(picklable(encoder))
         # blocks made in the driver (no read tasks): a read task would wait for a CPU the actors hold
         blocks = np.array_split(np.arange(num_items), max(actors, math.ceil(num_items / (4 * self.batch_size))))
         dataset = (

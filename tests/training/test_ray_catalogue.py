@@ -1,11 +1,14 @@
 """The catalogue encoded by Ray Data encoder actors (local mode) equals the in-process pass."""
 
+import pickle
+
 import pytest
 import torch
+from torch.nn.utils import parametrize
 
 from mmrec.build import build, make
 from mmrec.training.cache import encode_catalogue
-from mmrec.training.ray_catalogue import RayCatalogue
+from mmrec.training.ray_catalogue import RayCatalogue, picklable
 from tests.conftest import compose_config
 
 # the tests that start a local Ray cluster (seconds, the `local_ray` fixture) are in the integration tier
@@ -25,7 +28,7 @@ def test_ray_actors_give_the_in_process_embeddings_and_problems(train_config, ow
     engine = module.features.engine
     assert isinstance(engine, RayCatalogue)
     found = {}
-    for m in ("image", "text"):
+    for m in ("audio", "image", "text"):  # audio: wav2vec2's weight-normed convolution must travel too
         encoder = module.model.encoders[m]
         local = encode_catalogue(encoder, m, dm.item_dataloader((m,)), dm.num_items, torch.device("cpu"))
         features, present, problems = engine(encoder, m, dm.num_items)
@@ -34,6 +37,17 @@ def test_ray_actors_give_the_in_process_embeddings_and_problems(train_config, ow
         assert torch.equal(present, local[1]) and sorted(problems) == sorted(local[2])
         found[m] = problems
     assert any(broken.name in p for p in found["image"]) and not found["text"]
+
+
+def test_a_parametrized_encoder_travels_with_its_weights_baked():
+    cloudpickle = pytest.importorskip("ray.cloudpickle")  # what Ray serialises with
+    conv = torch.nn.utils.parametrizations.weight_norm(torch.nn.Conv1d(2, 3, 4), dim=2)
+    plain = picklable(conv)
+    assert not parametrize.is_parametrized(plain) and parametrize.is_parametrized(conv)  # the original is untouched
+    x = torch.randn(5, 2, 9)
+    assert torch.equal(pickle.loads(cloudpickle.dumps(plain))(x), conv(x))
+    with pytest.raises(RuntimeError, match="parametriz"):
+        cloudpickle.dumps(conv)
 
 
 @pytest.mark.integration
