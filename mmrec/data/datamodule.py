@@ -29,7 +29,7 @@ from mmrec.data.index import INDEX_FORMAT, IndexedSplit
 from mmrec.data.resumable import EpochLoader, EpochSampler
 from mmrec.data.schema import RecDataset
 from mmrec.data.sequences import SequenceCollator, TrainSequences
-from mmrec.data.shards import CODECS, MediaEngine, sharded
+from mmrec.data.shards import MediaEngine, check_codec, sharded
 from mmrec.data.splits import PARTS, Split, make_split
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,7 @@ class RecDataModule(L.LightningDataModule):
         shards (e.g. ``mmrec.data.ray_media.RayMedia``; None: this process's DataLoader workers)."""
         super().__init__()
         self.keep_interactions = keep_interactions
-        if media_codec not in CODECS:
-            raise ValueError(f"unknown data.media_codec '{media_codec}': expected one of {CODECS}")
+        check_codec(media_codec)  # at construction, not when the shards are first written
         if eval_users is not None and eval_users < 1:
             raise ValueError(f"data.eval_users must be a positive number of users or null (all), got {eval_users}")
         self.eval_users = eval_users

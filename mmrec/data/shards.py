@@ -50,6 +50,12 @@ CODECS = ("raw", "jpeg", "png")  # data.media_codec
 JPEG_QUALITY = 90
 
 
+def check_codec(codec: str) -> None:
+    """``data.media_codec`` is one of CODECS, or a ValueError naming it."""
+    if codec not in CODECS:
+        raise ValueError(f"unknown data.media_codec '{codec}': expected one of {CODECS}")
+
+
 def encode_frame(frame: np.ndarray, codec: str) -> bytes:
     """One (3, H, W) uint8 keyframe as JPEG or PNG bytes."""
     from PIL import Image
@@ -307,8 +313,7 @@ def sharded(
     A file lock makes concurrent ranks or runs decode once; a folder that cannot be read (damaged,
     of another catalogue size) is logged, removed and rebuilt.
     """
-    if codec not in CODECS:
-        raise ValueError(f"unknown data.media_codec '{codec}': expected one of {CODECS}")
+    check_codec(codec)
     folder = Path(directory) / (name if codec == "raw" else f"{name}-{codec}")
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
