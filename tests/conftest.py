@@ -117,15 +117,14 @@ def build_encoder(modality: str, preset: str, **changes):
     return make(config, f"encoder.{modality}", _convert_="all")
 
 
-@pytest.fixture(scope="session")
-def bundle_dir(tmp_path_factory, tiny_dataset):
-    """A bundle of a 2-epoch fusion_mean model (frozen MiniLM text, tiny image/audio) on a private data copy."""
+def train_and_export(root: Path, tiny_dataset: Path, *overrides: str) -> Path:
+    """A bundle of a 2-epoch fusion_mean model (frozen MiniLM text, tiny image/audio, item IDs) trained
+    in ``root`` on a private copy of the tiny dataset, with ``overrides``; the data is moved away after."""
     from mmrec.serving.export import export_bundle
     from mmrec.train import train
 
-    root = tmp_path_factory.mktemp("serve")
     shutil.copytree(tiny_dataset, root / "data" / "synthetic")
-    overrides = [
+    base = [
         f"paths.data_dir={root / 'data'}",
         f"paths.cache_dir={root / 'cache'}",
         *TINY_DATA,
@@ -135,8 +134,14 @@ def bundle_dir(tmp_path_factory, tiny_dataset):
         "trainer.max_epochs=2",
         "model.item_id=true",
     ]
-    train(compose_config("train", overrides, root / "run"))
+    train(compose_config("train", [*base, *overrides], root / "run"))
     ckpt = next((root / "run" / "checkpoints").glob("best-*.ckpt"))
     out = export_bundle(ckpt, root / "bundle")
     shutil.move(root / "data", root / "data_moved")  # the bundle must not need the training data
     return out
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory, tiny_dataset):
+    """The shared bundle (train_and_export with no overrides)."""
+    return train_and_export(tmp_path_factory.mktemp("serve"), tiny_dataset)

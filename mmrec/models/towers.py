@@ -12,6 +12,13 @@ USER_POOLINGS = ("attn", "mean")
 EMPTY_ITEM_POLICIES = ("error", "learned")
 
 
+def unit(x: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """A tower's output: L2-normalised (scores are cosines times the softmax's 1 / temperature) or,
+    with ``model.normalize=false``, as it is (SASRec's plain dot product; the norm can carry how
+    likely an item is at all, which a cosine cannot)."""
+    return F.normalize(x, dim=-1) if normalize else x
+
+
 def id_table(rows: int, dim: int, std: float, sparse: bool) -> nn.Embedding:
     """An ID embedding table, N(0, std). ``sparse``: its gradient holds only the rows a batch touched,
     and the training module updates it with ``torch.optim.SparseAdam``, so a step costs those rows
@@ -23,7 +30,7 @@ def id_table(rows: int, dim: int, std: float, sparse: bool) -> nn.Embedding:
 
 @dataclass
 class ItemTowerOutput:
-    embedding: torch.Tensor  # (M, D), L2-normalised
+    embedding: torch.Tensor  # (M, D), L2-normalised unless model.normalize=false
     modality_weights: torch.Tensor | None = None  # (M, n_modalities) from the fusion, if it has them
 
 
@@ -75,6 +82,7 @@ class ItemTower(nn.Module):
         trained_ids: torch.Tensor | None = None,
         id_init_std: float = 0.02,
         sparse_ids: bool = False,
+        normalize: bool = True,
     ):
         """``trained_ids`` (num_items,) bool: items with training interactions. The others (cold
         items) never get their untrained ID vector: they embed from content alone."""
@@ -93,6 +101,7 @@ class ItemTower(nn.Module):
         self.register_buffer("trained_ids", trained.clone())
         self.id_dropout = id_dropout if fusion is not None else 0.0
         self.modality_dropout = modality_dropout
+        self.normalize = normalize
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -130,7 +139,7 @@ class ItemTower(nn.Module):
             if self.training and self.id_dropout > 0:
                 keep = keep * (torch.rand(len(index), 1, device=index.device) >= self.id_dropout).to(out.dtype)
             out = out + self.id_embedding(index) * keep
-        return ItemTowerOutput(F.normalize(out, dim=-1), weights)
+        return ItemTowerOutput(unit(out, self.normalize), weights)
 
 
 class UserTower(nn.Module):
@@ -149,6 +158,7 @@ class UserTower(nn.Module):
         dropout: float = 0.1,
         id_init_std: float = 0.02,
         sparse_ids: bool = False,
+        normalize: bool = True,
     ):
         super().__init__()
         if pooling not in USER_POOLINGS:
@@ -160,7 +170,7 @@ class UserTower(nn.Module):
                 "data.history_length=0 leaves the user tower nothing to embed users from: "
                 "set model.user_id=true (a user-ID embedding, MF-style) or a positive history length"
             )
-        self.pooling = pooling
+        self.pooling, self.normalize = pooling, normalize
         self.start = nn.Parameter(torch.randn(dim) * 0.02)
         self.position = nn.Parameter(torch.zeros(history_length, dim))
         self.query = nn.Parameter(torch.randn(dim) * 0.02)
@@ -171,7 +181,7 @@ class UserTower(nn.Module):
         self.id_embedding = id_table(num_users, dim, id_init_std, sparse_ids) if user_id else None
 
     def forward(self, history: torch.Tensor, history_mask: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
-        """history: (B, N, D) item embeddings; history_mask: (B, N); user: (B,) -> (B, D) normalised."""
+        """history: (B, N, D) item embeddings; history_mask: (B, N); user: (B,) -> (B, D)."""
         b = len(history)
         tokens = torch.cat([self.start.expand(b, 1, -1), history + self.position[-history.shape[1] :]], dim=1)
         mask = torch.cat([history_mask.new_ones(b, 1), history_mask], dim=1)  # (B, 1 + N)
@@ -186,7 +196,7 @@ class UserTower(nn.Module):
         if self.id_embedding is not None:  # user -1: no stored user (a new user, or a service request without one)
             known = (user >= 0).unsqueeze(1).to(out.dtype)
             out = out + self.id_embedding(user.clamp(min=0)) * known
-        return F.normalize(out, dim=-1)
+        return unit(out, self.normalize)
 
 
 class SequentialUserTower(nn.Module):
@@ -205,6 +215,7 @@ class SequentialUserTower(nn.Module):
         user_id: bool = False,
         id_init_std: float = 0.02,
         sparse_ids: bool = False,
+        normalize: bool = True,
     ):
         super().__init__()
         if dim % heads:
@@ -216,6 +227,7 @@ class SequentialUserTower(nn.Module):
         )
         self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.out = nn.LayerNorm(dim)
+        self.normalize = normalize
         self.id_embedding = id_table(num_users, dim, id_init_std, sparse_ids) if user_id else None
 
     def forward(self, history: torch.Tensor, history_mask: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
@@ -223,7 +235,7 @@ class SequentialUserTower(nn.Module):
         return self.forward_all(history, history_mask, user)[:, -1]
 
     def forward_all(self, history: torch.Tensor, history_mask: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
-        """The user after each history position, (B, N, D) normalised: position j has seen items
+        """The user after each history position, (B, N, D): position j has seen items
         0..j only (causal), so all N next-item targets train in one pass (data.train_unit=sequence)."""
         b, n, _ = history.shape
         tokens = torch.cat([self.start.expand(b, 1, -1), history], dim=1) + self.position[-(n + 1) :]  # (B, 1 + N, D)
@@ -233,4 +245,4 @@ class SequentialUserTower(nn.Module):
         if self.id_embedding is not None:
             known = (user >= 0).to(out.dtype).view(b, 1, 1)
             out = out + self.id_embedding(user.clamp(min=0)).unsqueeze(1) * known
-        return F.normalize(out, dim=-1)
+        return unit(out, self.normalize)

@@ -18,7 +18,8 @@ from mmrec.models.towers import ItemTower, ItemTowerOutput
 
 
 class PointwiseScorer(nn.Module):
-    """Turns cosine similarity into a calibrated logit: ``scale * u.i + bias`` (both learned)."""
+    """Turns the towers' similarity (a cosine unless ``model.normalize=false``) into a calibrated
+    logit: ``scale * u.i + bias`` (both learned)."""
 
     def __init__(self, init_scale: float = 10.0, init_bias: float = -5.0):
         super().__init__()
@@ -123,7 +124,7 @@ class TwoTowerModel(nn.Module):
 class TwoTowerOutput:
     """Everything a loss term may use from one training step (local rows; terms gather as needed)."""
 
-    users: torch.Tensor  # (B, D) L2-normalised user embeddings
+    users: torch.Tensor  # (B, D) user embeddings (L2-normalised unless model.normalize=false)
     pos_items: torch.Tensor  # (B, D) their positive items
     neg_items: torch.Tensor  # (B, K, D) sampled negatives
     user_ids: torch.Tensor  # (B,)

@@ -1,4 +1,5 @@
-"""The FAISS index over L2-normalised item embeddings (inner product = cosine).
+"""The FAISS index over item embeddings, searched by inner product: the model's score (a cosine when
+the towers normalise, the default; SASRec's plain dot product with ``model.normalize=false``).
 
     flat       exact search (IndexFlatIP); the default below 1M items
     flat_fp16  exact search over float16-compressed vectors (half the memory)

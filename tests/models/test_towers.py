@@ -179,3 +179,40 @@ def test_sequential_tower_every_position_sees_only_its_past():
     again = tower.forward_all(changed, mask, users)
     torch.testing.assert_close(again[:, :3], every[:, :3])
     assert not torch.allclose(again[:, 3:], every[:, 3:])
+
+
+def test_towers_without_normalisation_score_by_the_plain_dot_product():
+    """model.normalize=false (SASRec's scoring): the same directions as the normalised towers, norms kept."""
+    from mmrec.models.towers import SequentialUserTower
+
+    feats, present = features()
+    index = torch.arange(10, 15)
+    plain = item_tower(item_id=True, normalize=False).eval()(feats, present, index).embedding
+    unit = item_tower(item_id=True).eval()(feats, present, index).embedding
+    torch.testing.assert_close(nn.functional.normalize(plain, dim=1), unit)
+    assert not torch.allclose(plain.norm(dim=1), torch.ones(5))
+    torch.testing.assert_close(plain[4], item_tower(item_id=True).id_embedding.weight[14])  # its ID vector as it is
+    hist, mask, users = torch.randn(2, 5, 16), torch.ones(2, 5, dtype=torch.bool), torch.arange(2)
+    for tower in (
+        lambda normalize: SequentialUserTower(16, 5, 3, layers=1, heads=2, normalize=normalize),
+        lambda normalize: UserTower(16, 5, 3, heads=2, normalize=normalize),
+    ):
+        torch.manual_seed(0)
+        plain_user = tower(False).eval()(hist, mask, users)
+        torch.manual_seed(0)
+        unit_user = tower(True).eval()(hist, mask, users)
+        torch.testing.assert_close(nn.functional.normalize(plain_user, dim=1), unit_user)
+        assert not torch.allclose(plain_user.norm(dim=1), torch.ones(2))
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_model_normalize_reaches_both_towers(normalize: bool, compose, tmp_path):
+    from mmrec.build import DataSizes, build_model
+
+    cfg = compose("train", ["+experiment=scientific_ids", f"model.normalize={normalize}"], tmp_path)
+    model = build_model(
+        cfg, {}, DataSizes(num_items=30, num_users=10, history_length=cfg.data.history_length, encoder_kwargs={})
+    )
+    assert model.item_tower.normalize is normalize and model.user_tower.normalize is normalize
+    users = model.embed_users(torch.randn(2, 3, cfg.model.dim), torch.ones(2, 3, dtype=torch.bool), torch.arange(2))
+    assert torch.allclose(users.norm(dim=1), torch.ones(2)) is normalize

@@ -317,3 +317,26 @@ def test_the_recommend_command_reads_a_bundle_without_writing_to_it(bundle_dir, 
     assert out.returncode == 0, out.stderr
     assert len([line for line in out.stdout.splitlines() if line.strip()[:1].isdigit()]) == 3
     assert sorted(p.name for p in bundle.rglob("*")) == before  # no store created in a read-only use
+
+
+def test_a_dot_product_model_is_served_by_its_own_score(tmp_path, tiny_dataset):
+    """model.normalize=false (SASRec's scoring): the bundle keeps the norms and the service ranks by
+    the plain dot product, the stored catalogue equal to the item tower's output."""
+    from tests.conftest import train_and_export
+
+    bundle = train_and_export(tmp_path, tiny_dataset, "model.normalize=false", "model.temperature=1.0")
+    rec = Recommender(Bundle.load(bundle))
+    assert rec.model.item_tower.normalize is False and rec.model.user_tower.normalize is False
+    embeddings = rec.bundle.catalogue["embeddings"]
+    assert embeddings.norm(dim=1).std() > 1e-3  # not unit vectors
+    torch.testing.assert_close(rec._item_embedding(7), embeddings[7], atol=1e-5, rtol=1e-5)
+    history = ["i00001", "i00002", "i00003"]
+    positions = [rec.positions[h] for h in history]
+    user = rec.embed_user(positions)
+    scores = embeddings @ user
+    scores[positions] = -1e9
+    top = torch.topk(scores, 5)
+    served = rec.recommend(history, k=5, explain=True)
+    assert [r.item_id for r in served] == [rec.items[p]["item_id"] for p in top.indices.tolist()]
+    assert [r.score for r in served] == pytest.approx(top.values.tolist(), abs=1e-4)
+    assert served[0].explanation["score"] == pytest.approx(served[0].score, abs=1e-5)
