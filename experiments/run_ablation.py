@@ -72,7 +72,13 @@ PRESETS = {
     },
     # real data with real item content (pass data.root=DIR after --)
     "scientific": {
-        "experiments": ["scientific_ids", "scientific_text", "scientific_text_ids"],
+        "experiments": [
+            "scientific_ids",
+            "scientific_text",
+            "scientific_text_ids",
+            "scientific_text+moe",
+            "scientific_text_ids_ft",
+        ],
         "overrides": [],
         "metrics": ["test/recall@10", "test/ndcg@10", "test/recall@50", "test/ndcg@50"],
         "seeds": [0, 1, 2],
@@ -154,9 +160,16 @@ VARIANTS = {
 }
 
 
+# presets that fine-tune another run of the grid (init_from its best checkpoint, the same seed)
+STARTS = {"scientific_text_ids_ft": "scientific_text+moe"}
+
+
 def command(experiment: str, seed: int, out: Path, overrides: list[str], logger: str = "wandb") -> list[str]:
+    """The training command of one run; ``out`` is the run's folder, ``<grid>/<experiment>/seed<k>``."""
     base, _, variant = experiment.partition("+")
     extra = VARIANTS.get("+" + variant, []) if variant else []
+    if experiment in STARTS:
+        extra = [*extra, f"init_from={out.parent.parent / STARTS[experiment] / f'seed{seed}'}"]
     # group=auto: one W&B group per condition (these overrides without the seed)
     return [
         sys.executable,
@@ -224,8 +237,19 @@ def main() -> None:
         write_text(run / "timing.json", json.dumps({"seconds": time.time() - start, "jobs": args.jobs}))
         return None
 
-    with ThreadPoolExecutor(args.jobs) as pool:
-        failures = [f for f in pool.map(lambda job: launch(*job), pending) if f]
+    missing = [
+        f"{e} seed {seed} needs {STARTS[e]} seed {seed}"
+        for e, seed in pending
+        if e in STARTS
+        and STARTS[e] not in experiments
+        and not (args.out / STARTS[e] / f"seed{seed}" / "metrics.json").is_file()
+    ]
+    if missing:
+        sys.exit(f"{'; '.join(missing)}: it fine-tunes that run of the grid (add it to --experiments)")
+    failures = []
+    with ThreadPoolExecutor(args.jobs) as pool:  # fine-tunes after the runs they start from
+        for wave in ([j for j in pending if j[0] not in STARTS], [j for j in pending if j[0] in STARTS]):
+            failures += [f for f in pool.map(lambda job: launch(*job), wave) if f]
     if failures:
         sys.exit("\n\n".join(failures))
     jobs = f", {args.jobs} runs at a time" if args.jobs > 1 else ""

@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from mmrec.checkpoint import load_weights
 from mmrec.data.datamodule import RecDataModule
 from mmrec.losses.objective import Objective
 from mmrec.models.two_tower import TwoTowerModel
@@ -78,6 +79,12 @@ def check_config(cfg: DictConfig) -> None:
             raise ValueError(f"{key}={value!r}: expected {'an integer' if kind is int else 'a number'}")
     if cfg.model.dim < 1:
         raise ValueError(f"model.dim={cfg.model.dim}: expected a positive integer")
+    untrained = [p for p in cfg.model.get("freeze") or [] if not str(p).startswith("encoders.")]
+    if untrained and not cfg.get("init_from"):
+        raise ValueError(
+            f"model.freeze={untrained} without init_from would hold randomly initialised parameters fixed: "
+            "freezing fine-tunes a trained model, give init_from=RUN_FOLDER (its best checkpoint) or init_from=CKPT"
+        )
 
 
 def featurizer_factories(encoders: dict[str, dict]) -> dict:
@@ -151,6 +158,31 @@ def build_model(cfg: DictConfig, encoders: dict[str, dict], sizes: DataSizes, tr
     return TwoTowerModel(built, item_tower, user_tower, m.temperature, m.learn_temperature, m.max_logit_scale)
 
 
+def start_from(model: TwoTowerModel, cfg: DictConfig) -> None:
+    """Fine-tuning: the weights of ``init_from`` (a checkpoint of the same catalogue), then the
+    parameters under ``model.freeze`` prefixes fixed (UniSRec fine-tunes its adaptor and item IDs
+    with its transformer fixed: ``model.freeze=[user_tower]``)."""
+    if cfg.get("init_from"):
+        missing, ignored = load_weights(model, cfg.init_from)
+        log.info(
+            "init_from=%s: started from its weights; %d parameter(s) new to this model (%s), %d of its not used (%s)",
+            cfg.init_from,
+            len(missing),
+            ", ".join(missing) or "none",
+            len(ignored),
+            ", ".join(ignored) or "none",
+        )
+    named = dict(model.named_parameters())
+    for prefix in cfg.model.get("freeze") or []:
+        chosen = [n for n in named if n == prefix or n.startswith(f"{prefix}.")]
+        if not chosen:
+            parts = sorted({".".join(n.split(".")[:2]) for n in named})
+            raise ValueError(f"model.freeze: '{prefix}' names no parameter of this model; its parts: {parts}")
+        for name in chosen:
+            named[name].requires_grad_(False)
+        log.info("model.freeze: %d parameter tensor(s) under '%s' kept fixed", len(chosen), prefix)
+
+
 def build_objective(cfg: DictConfig) -> Objective:
     """Each node under ``loss`` is one term: its ``_target_`` and its ``weight``."""
     terms, weights = {}, {}
@@ -206,6 +238,7 @@ def build(cfg: DictConfig) -> tuple[RecDataModule, RecModule]:
     dm.setup("fit")
     stats = dm.stats()  # before the model: its transient arrays and the model's tables never peak together
     model = build_model(cfg, encoders, DataSizes.of(dm), trained_ids=dm.item_train_counts > 0)
+    start_from(model, cfg)
     frozen_configs = {m: c for m, c in encoders.items() if c.get("mode", "frozen") == "frozen"}
     features = FrozenFeatures(
         dm.item_dataloader,

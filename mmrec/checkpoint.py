@@ -91,3 +91,44 @@ def _numpy_state(state: tuple) -> tuple:
 def _python_state(state: tuple) -> tuple:
     version, internal, gauss = state
     return version, torch.tensor(internal, dtype=torch.int64), gauss
+
+
+def best_checkpoint(path: str | Path) -> Path:
+    """``path`` itself, or for a run folder the one ``checkpoints/best-*.ckpt`` it holds."""
+    path = Path(path)
+    if not path.is_dir():
+        if not path.is_file():
+            raise FileNotFoundError(f"init_from={path}: no such checkpoint file or run folder")
+        return path
+    found = sorted((path / "checkpoints").glob("best-*.ckpt"))
+    if len(found) != 1:
+        raise FileNotFoundError(
+            f"{path}: a run folder should hold one checkpoints/best-*.ckpt, found {[p.name for p in found] or 'none'}; "
+            "name the checkpoint file instead"
+        )
+    return found[0]
+
+
+def load_weights(model: torch.nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
+    """Start ``model`` from the weights of the mmrec checkpoint at ``path`` (``init_from``: fine-tuning,
+    e.g. a text-only model given an item-ID table). Parameters the checkpoint holds under the same
+    name are copied; the model's others keep their initialisation and the checkpoint's others are
+    ignored. ``path`` may be a run folder: its best checkpoint. Returns (missing, ignored) names; a
+    parameter of another shape is an error naming it."""
+    stored = read_checkpoint(best_checkpoint(path))["state_dict"]
+    weights = {k.removeprefix("model."): v for k, v in stored.items() if k.startswith("model.")}
+    own = model.state_dict()
+    wrong = [
+        f"{k} {tuple(v.shape)} (this model: {tuple(own[k].shape)})"
+        for k, v in weights.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if wrong:
+        raise CheckpointError(
+            f"init_from={path}: parameter(s) of another shape: {wrong}; was it trained on another catalogue, "
+            "or with another model.dim?"
+        )
+    if not set(weights) & set(own):
+        raise CheckpointError(f"init_from={path}: no parameter of this model is in the checkpoint")
+    result = model.load_state_dict(weights, strict=False)
+    return sorted(result.missing_keys), sorted(result.unexpected_keys)

@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig
 
 from mmrec.build import build
-from mmrec.checkpoint import read_checkpoint
+from mmrec.checkpoint import best_checkpoint, read_checkpoint
 from mmrec.configs import CONFIG_PATH, check_file_config
 from mmrec.evaluation.table import format_metrics
 from mmrec.runs import (
@@ -41,6 +41,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         stored = read_checkpoint(cfg.ckpt_path)
         check_file_config(stored.get("mmrec_config"), cfg.ckpt_path, cfg.trust_config, cfg.allowed_targets)
         resume_id = stored.get("mmrec_wandb_id")
+    if cfg.get("init_from"):  # a wrong path fails now, not after the data is prepared
+        best_checkpoint(cfg.init_from)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
     dm, module = build(cfg)

@@ -72,3 +72,66 @@ def test_rng_states_round_trip_under_weights_only(tmp_path):
     set_rng_states(read_checkpoint(tmp_path / "r.ckpt")["rng"])
     got = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
+
+
+def sequential_model(compose, tmp_path, *overrides: str):
+    """The Scientific ID preset's model on 30 items and 10 users (no data needed), and its config."""
+    from mmrec.build import DataSizes, build_model
+
+    cfg = compose("train", ["+experiment=scientific_ids", *overrides], tmp_path)
+    return cfg, build_model(cfg, {}, DataSizes(30, 10, cfg.data.history_length, {}))
+
+
+def test_init_from_starts_a_new_run_from_a_checkpoint_and_freeze_fixes_parts(compose, tmp_path):
+    from mmrec.build import start_from
+
+    _, trained = sequential_model(compose, tmp_path)
+    path = tmp_path / "text_only.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in trained.state_dict().items()}}, path)
+    cfg, model = sequential_model(
+        compose, tmp_path, f"init_from={path}", "model.user_id=true", "model.freeze=[user_tower.transformer]"
+    )
+    start_from(model, cfg)
+    for name, value in trained.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], value, msg=name)
+    assert "user_tower.id_embedding.weight" not in trained.state_dict()  # new here: keeps its init
+    fixed = {n for n, p in model.named_parameters() if not p.requires_grad} - {"logit_scale"}  # a fixed temperature
+    assert fixed == {n for n, _ in model.named_parameters() if n.startswith("user_tower.transformer.")} and fixed
+    assert model.item_tower.id_embedding.weight.requires_grad and model.user_tower.id_embedding.weight.requires_grad
+
+    cfg, wider = sequential_model(compose, tmp_path, f"init_from={path}", "model.dim=64")
+    with pytest.raises(CheckpointError, match=r"item_tower.id_embedding.weight \(30, 128\) \(this model: \(30, 64\)\)"):
+        start_from(wider, cfg)
+    cfg, model = sequential_model(compose, tmp_path, "model.freeze=[user_tower.nope]")
+    with pytest.raises(
+        ValueError, match=r"model.freeze: 'user_tower.nope' names no parameter.*'user_tower.transformer'"
+    ):
+        start_from(model, cfg)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    path.rename(run / "checkpoints" / "best-epoch003.ckpt")
+    cfg, model = sequential_model(compose, tmp_path, f"init_from={run}")  # a run folder: its best checkpoint
+    start_from(model, cfg)
+    torch.testing.assert_close(model.state_dict()["user_tower.start"], trained.state_dict()["user_tower.start"])
+    (run / "checkpoints" / "best-epoch005.ckpt").write_bytes(b"")
+    with pytest.raises(
+        FileNotFoundError, match=r"one checkpoints/best-\*.ckpt, found \['best-epoch003.ckpt', 'best-epoch005"
+    ):
+        start_from(model, cfg)
+    torch.save({"state_dict": {"model.other.weight": torch.zeros(2)}}, path)
+    cfg, model = sequential_model(compose, tmp_path, f"init_from={path}")
+    with pytest.raises(CheckpointError, match="no parameter of this model is in the checkpoint"):
+        start_from(model, cfg)
+
+
+def test_freezing_without_a_starting_checkpoint_is_refused(compose, tmp_path, no_build):
+    from mmrec.build import check_config
+
+    cfg = compose("train", ["+experiment=scientific_text_ids_ft"], tmp_path)
+    assert list(cfg.model.freeze) == ["user_tower"] and cfg.model.id_init_std == 0.0
+    with pytest.raises(ValueError, match=r"model.freeze=\['user_tower'\] without init_from .* give init_from="):
+        check_config(cfg)
+    check_config(compose("train", ["+experiment=scientific_text_ids_ft", "init_from=run"], tmp_path))
+    check_config(compose("train", ["+experiment=text_only", "model.freeze=[encoders.text]"], tmp_path))
+    with pytest.raises(FileNotFoundError, match="init_from=nowhere.ckpt: no such checkpoint file or run folder"):
+        mmrec.train.train(compose("train", ["+experiment=scientific_text_ids_ft", "init_from=nowhere.ckpt"], tmp_path))

@@ -60,6 +60,16 @@ def test_cold_preset_holds_items_out_and_variants_change_the_item_tower(tmp_path
     assert not noid.model.item_id and noid.model.id_dropout == ids.model.id_dropout == 0.0
 
 
+def test_a_fine_tune_starts_from_its_grid_run_of_the_same_seed(tmp_path: Path):
+    grid = tmp_path / "grid"
+    args = run_ablation.command("scientific_text_ids_ft", 2, grid / "scientific_text_ids_ft" / "seed2", [], "csv")
+    assert f"init_from={grid / 'scientific_text+moe' / 'seed2'}" in args
+    grid_runs = run_ablation.PRESETS["scientific"]["experiments"]
+    assert grid_runs.index("scientific_text+moe") < grid_runs.index("scientific_text_ids_ft")
+    cfg = composed("scientific", "scientific_text_ids_ft", tmp_path)
+    assert cfg.model.projection._target_.endswith("WhitenedMoE") and list(cfg.model.freeze) == ["user_tower"]
+
+
 def test_slot_share_counts_cold_and_warm_slots(tmp_path: Path):
     # user 1: ranks 1-3 are cold (one hit), 4 warm (a hit); user 2: all warm, no hit; rank 5 is beyond k
     top = pd.DataFrame(

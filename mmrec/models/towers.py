@@ -216,7 +216,10 @@ class SequentialUserTower(nn.Module):
         id_init_std: float = 0.02,
         sparse_ids: bool = False,
         normalize: bool = True,
+        input_dropout: float = 0.0,
     ):
+        """``input_dropout``: dropout on the history's item embeddings (plus positions) before the
+        first layer, as SASRec drops its input embeddings; 0 leaves them whole."""
         super().__init__()
         if dim % heads:
             raise ValueError(f"model.dim={dim} is not divisible by the sequential tower's heads={heads}")
@@ -228,6 +231,7 @@ class SequentialUserTower(nn.Module):
         self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.out = nn.LayerNorm(dim)
         self.normalize = normalize
+        self.input_dropout = nn.Dropout(input_dropout)
         self.id_embedding = id_table(num_users, dim, id_init_std, sparse_ids) if user_id else None
 
     def forward(self, history: torch.Tensor, history_mask: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
@@ -239,6 +243,7 @@ class SequentialUserTower(nn.Module):
         0..j only (causal), so all N next-item targets train in one pass (data.train_unit=sequence)."""
         b, n, _ = history.shape
         tokens = torch.cat([self.start.expand(b, 1, -1), history], dim=1) + self.position[-(n + 1) :]  # (B, 1 + N, D)
+        tokens = self.input_dropout(tokens)
         padding = torch.cat([history_mask.new_zeros(b, 1), ~history_mask], dim=1)  # True = ignored
         causal = torch.triu(torch.ones(n + 1, n + 1, dtype=torch.bool, device=history.device), diagonal=1)
         out = self.out(self.transformer(tokens, mask=causal, src_key_padding_mask=padding)[:, 1:])  # (B, N, D)

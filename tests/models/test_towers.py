@@ -216,3 +216,17 @@ def test_model_normalize_reaches_both_towers(normalize: bool, compose, tmp_path)
     assert model.item_tower.normalize is normalize and model.user_tower.normalize is normalize
     users = model.embed_users(torch.randn(2, 3, cfg.model.dim), torch.ones(2, 3, dtype=torch.bool), torch.arange(2))
     assert torch.allclose(users.norm(dim=1), torch.ones(2)) is normalize
+
+
+def test_sequential_input_dropout_drops_the_history_embeddings_in_training_only():
+    from mmrec.models.towers import SequentialUserTower
+
+    hist, mask, users = torch.randn(2, 5, 16), torch.ones(2, 5, dtype=torch.bool), torch.arange(2)
+    torch.manual_seed(0)
+    plain = SequentialUserTower(16, 5, 3, layers=1, heads=2, dropout=0.0)
+    torch.manual_seed(0)
+    dropped = SequentialUserTower(16, 5, 3, layers=1, heads=2, dropout=0.0, input_dropout=0.5)
+    torch.testing.assert_close(dropped.eval()(hist, mask, users), plain.eval()(hist, mask, users))
+    plain.train(), dropped.train()
+    torch.testing.assert_close(plain(hist, mask, users), plain.eval()(hist, mask, users))  # no other dropout
+    assert not torch.allclose(dropped.train()(hist, mask, users), plain(hist, mask, users))

@@ -129,6 +129,32 @@ def test_evaluate_reproduces_test_metrics(train_config, compose, tmp_path):
         assert two[key] == pytest.approx(metrics[key], abs=1e-6), key
 
 
+def test_fine_tuning_from_a_checkpoint_with_a_part_frozen(train_config, compose, tmp_path):
+    """init_from: a text-only model given item IDs, its user tower fixed; the fine-tuned checkpoint
+    evaluates on its own once the starting checkpoint is gone."""
+    from mmrec.checkpoint import read_checkpoint
+    from mmrec.evaluate import evaluate
+
+    train(train_config("+experiment=text_only", "trainer.max_epochs=1"))
+    start = tmp_path / "start.ckpt"
+    next((tmp_path / "run" / "checkpoints").glob("best-*.ckpt")).rename(start)
+    shutil.rmtree(tmp_path / "run")
+    tuned = train(
+        train_config("+experiment=text_only", f"init_from={start}", "model.item_id=true", "model.freeze=[user_tower]")
+    )
+    before = read_checkpoint(start)["state_dict"]
+    best = next((tmp_path / "run" / "checkpoints").glob("best-*.ckpt"))
+    after = read_checkpoint(best)["state_dict"]
+    user_side = [k for k in before if k.startswith("model.user_tower.")]
+    assert user_side and all(torch.equal(after[k], before[k]) for k in user_side)
+    projection = [k for k in before if k.startswith("model.item_tower.projections.")]
+    assert projection and not all(torch.equal(after[k], before[k]) for k in projection)
+    assert "model.item_tower.id_embedding.weight" in after and "model.item_tower.id_embedding.weight" not in before
+    start.unlink()
+    again = evaluate(compose("evaluate", [f"ckpt_path={best}", "accelerator=cpu"], tmp_path / "eval"))
+    assert again["test/recall@20"] == pytest.approx(tuned["test/recall@20"], abs=1e-6)
+
+
 def test_compiled_encoders_train_to_the_same_metrics(train_config, tmp_path):
     """model.compile=true goes through torch.compile (dynamo's eager backend here: no C++ build in the
     suite) and changes neither the numbers nor the checkpoint's keys."""
