@@ -85,7 +85,12 @@ PRESETS = {
     },
     # the same data with a tenth of the items held out whole: cold items are ranked from their text alone
     "scientific_cold": {
-        "experiments": ["scientific_ids", "scientific_text+moe", "scientific_text_ids+iddrop"],
+        "experiments": [
+            "scientific_ids",
+            "scientific_text+moe",
+            "scientific_text_ids+iddrop",
+            "scientific_text_ids_ft",
+        ],
         "overrides": ["data.split.method=cold_item"],
         "metrics": ["test/recall@10", "test_warm/recall@10", "test_cold/recall@10", "test_cold/ndcg@10"],
         "seeds": [0, 1, 2],
