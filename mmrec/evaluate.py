@@ -36,7 +36,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     train_cfg = OmegaConf.merge(
         OmegaConf.create(stored), OmegaConf.create(OmegaConf.to_container(cfg.overrides, resolve=True))
     )
-    train_cfg.init_from = None  # the checkpoint's weights replace the run's starting point (which may be gone)
+    # the checkpoint's weights replace the run's starting point (which may be gone), and nothing trains
+    train_cfg.init_from, train_cfg.model.freeze = None, []
     L.seed_everything(train_cfg.seed, workers=True)
     dm, module = build(train_cfg)
     loggers = []

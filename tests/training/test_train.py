@@ -29,9 +29,20 @@ def test_every_experiment_runs_one_batch_per_stage(train_config, compose, tmp_pa
             base.append(f"data.root={writer(tmp_path / 'data')}")
         if "CatalogueSoftmax" in str(node_config("loss", f"+experiment={experiment}")):
             base.append("encoder.text.mode=frozen")  # the catalogue softmax embeds every item from frozen encoders
-        cfg = compose("train", [*base, f"+experiment={experiment}", "debug=fdr"], tmp_path / "run")
+
+        def config(*extra: str, folder: str = "run"):
+            return compose("train", [*base, f"+experiment={experiment}", "debug=fdr", *extra], tmp_path / folder)
     else:
-        cfg = train_config(f"+experiment={experiment}", "debug=fdr")
+
+        def config(*extra: str, folder: str = "run"):
+            return train_config(f"+experiment={experiment}", "debug=fdr", *extra)
+
+    cfg = config()
+    if cfg.model.get("freeze") and not cfg.get("init_from"):  # a fine-tuning preset: start from its own shape
+        start = tmp_path / "start.ckpt"
+        _, module = build(config("model.freeze=[]", folder="start"))
+        torch.save({"state_dict": module.state_dict()}, start)
+        cfg = config(f"init_from={start}")
     metrics = train(cfg)
     assert 0.0 <= metrics["test/recall@20"] <= 1.0
     assert metrics["train/loss"] > 0
