@@ -79,7 +79,7 @@ def check_config(cfg: DictConfig) -> None:
             raise ValueError(f"{key}={value!r}: expected {'an integer' if kind is int else 'a number'}")
     if cfg.model.dim < 1:
         raise ValueError(f"model.dim={cfg.model.dim}: expected a positive integer")
-    untrained = [p for p in cfg.model.get("freeze") or [] if not str(p).startswith("encoders.")]
+    untrained = [p for p in cfg.model.get("freeze") or [] if str(p).split(".")[0] != "encoders"]  # encoders: pretrained
     if untrained and not cfg.get("init_from"):
         raise ValueError(
             f"model.freeze={untrained} without init_from would hold randomly initialised parameters fixed: "

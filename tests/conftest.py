@@ -110,6 +110,14 @@ def node_config(node: str, *overrides: str) -> dict:
     return OmegaConf.to_container(OmegaConf.select(cfg, node), resolve=True)
 
 
+def scientific_id_model(output_dir: Path, *overrides: str):
+    """The Scientific ID preset's model on 30 items and 10 users (no data needed), and its config."""
+    from mmrec.build import DataSizes, build_model
+
+    cfg = compose_config("train", ["+experiment=scientific_ids", *overrides], output_dir)
+    return cfg, build_model(cfg, {}, DataSizes(30, 10, cfg.data.history_length, {}))
+
+
 def build_encoder(modality: str, preset: str, **changes):
     """The encoder of ``encoder/<modality>=<preset>`` with ``changes`` to its options."""
     config = {**node_config(f"encoder.{modality}", f"encoder/{modality}={preset}"), **changes}

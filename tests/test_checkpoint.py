@@ -8,6 +8,7 @@ import torch
 import mmrec.evaluate  # noqa: F401 (imported before the fixture patches what it imported)
 import mmrec.train  # noqa: F401
 from mmrec.checkpoint import CheckpointError, read_checkpoint, rng_states, set_rng_states
+from tests.conftest import scientific_id_model
 
 
 class Payload:
@@ -74,22 +75,14 @@ def test_rng_states_round_trip_under_weights_only(tmp_path):
     assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
 
 
-def sequential_model(compose, tmp_path, *overrides: str):
-    """The Scientific ID preset's model on 30 items and 10 users (no data needed), and its config."""
-    from mmrec.build import DataSizes, build_model
-
-    cfg = compose("train", ["+experiment=scientific_ids", *overrides], tmp_path)
-    return cfg, build_model(cfg, {}, DataSizes(30, 10, cfg.data.history_length, {}))
-
-
-def test_init_from_starts_a_new_run_from_a_checkpoint_and_freeze_fixes_parts(compose, tmp_path):
+def test_init_from_starts_a_new_run_from_a_checkpoint_and_freeze_fixes_parts(tmp_path):
     from mmrec.build import start_from
 
-    _, trained = sequential_model(compose, tmp_path)
+    _, trained = scientific_id_model(tmp_path)
     path = tmp_path / "text_only.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in trained.state_dict().items()}}, path)
-    cfg, model = sequential_model(
-        compose, tmp_path, f"init_from={path}", "model.user_id=true", "model.freeze=[user_tower.transformer]"
+    cfg, model = scientific_id_model(
+        tmp_path, f"init_from={path}", "model.user_id=true", "model.freeze=[user_tower.transformer]"
     )
     start_from(model, cfg)
     for name, value in trained.state_dict().items():
@@ -99,10 +92,10 @@ def test_init_from_starts_a_new_run_from_a_checkpoint_and_freeze_fixes_parts(com
     assert fixed == {n for n, _ in model.named_parameters() if n.startswith("user_tower.transformer.")} and fixed
     assert model.item_tower.id_embedding.weight.requires_grad and model.user_tower.id_embedding.weight.requires_grad
 
-    cfg, wider = sequential_model(compose, tmp_path, f"init_from={path}", "model.dim=64")
+    cfg, wider = scientific_id_model(tmp_path, f"init_from={path}", "model.dim=64")
     with pytest.raises(CheckpointError, match=r"item_tower.id_embedding.weight \(30, 128\) \(this model: \(30, 64\)\)"):
         start_from(wider, cfg)
-    cfg, model = sequential_model(compose, tmp_path, "model.freeze=[user_tower.nope]")
+    cfg, model = scientific_id_model(tmp_path, "model.freeze=[user_tower.nope]")
     with pytest.raises(
         ValueError, match=r"model.freeze: 'user_tower.nope' names no parameter.*'user_tower.transformer'"
     ):
@@ -110,7 +103,7 @@ def test_init_from_starts_a_new_run_from_a_checkpoint_and_freeze_fixes_parts(com
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     path.rename(run / "checkpoints" / "best-epoch003.ckpt")
-    cfg, model = sequential_model(compose, tmp_path, f"init_from={run}")  # a run folder: its best checkpoint
+    cfg, model = scientific_id_model(tmp_path, f"init_from={run}")  # a run folder: its best checkpoint
     start_from(model, cfg)
     torch.testing.assert_close(model.state_dict()["user_tower.start"], trained.state_dict()["user_tower.start"])
     (run / "checkpoints" / "best-epoch005.ckpt").write_bytes(b"")
@@ -119,7 +112,7 @@ def test_init_from_starts_a_new_run_from_a_checkpoint_and_freeze_fixes_parts(com
     ):
         start_from(model, cfg)
     torch.save({"state_dict": {"model.other.weight": torch.zeros(2)}}, path)
-    cfg, model = sequential_model(compose, tmp_path, f"init_from={path}")
+    cfg, model = scientific_id_model(tmp_path, f"init_from={path}")
     with pytest.raises(CheckpointError, match="no parameter of this model is in the checkpoint"):
         start_from(model, cfg)
 
@@ -133,5 +126,6 @@ def test_freezing_without_a_starting_checkpoint_is_refused(compose, tmp_path, no
         check_config(cfg)
     check_config(compose("train", ["+experiment=scientific_text_ids_ft", "init_from=run"], tmp_path))
     check_config(compose("train", ["+experiment=text_only", "model.freeze=[encoders.text]"], tmp_path))
+    check_config(compose("train", ["+experiment=text_only", "model.freeze=[encoders]"], tmp_path))
     with pytest.raises(FileNotFoundError, match="init_from=nowhere.ckpt: no such checkpoint file or run folder"):
         mmrec.train.train(compose("train", ["+experiment=scientific_text_ids_ft", "init_from=nowhere.ckpt"], tmp_path))

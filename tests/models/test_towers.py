@@ -206,13 +206,10 @@ def test_towers_without_normalisation_score_by_the_plain_dot_product():
 
 
 @pytest.mark.parametrize("normalize", [True, False])
-def test_model_normalize_reaches_both_towers(normalize: bool, compose, tmp_path):
-    from mmrec.build import DataSizes, build_model
+def test_model_normalize_reaches_both_towers(normalize: bool, tmp_path):
+    from tests.conftest import scientific_id_model
 
-    cfg = compose("train", ["+experiment=scientific_ids", f"model.normalize={normalize}"], tmp_path)
-    model = build_model(
-        cfg, {}, DataSizes(num_items=30, num_users=10, history_length=cfg.data.history_length, encoder_kwargs={})
-    )
+    cfg, model = scientific_id_model(tmp_path, f"model.normalize={normalize}")
     assert model.item_tower.normalize is normalize and model.user_tower.normalize is normalize
     users = model.embed_users(torch.randn(2, 3, cfg.model.dim), torch.ones(2, 3, dtype=torch.bool), torch.arange(2))
     assert torch.allclose(users.norm(dim=1), torch.ones(2)) is normalize
