@@ -217,16 +217,18 @@ class SequentialUserTower(nn.Module):
         sparse_ids: bool = False,
         normalize: bool = True,
         input_dropout: float = 0.0,
+        ffn: int | None = None,
     ):
         """``input_dropout``: dropout on the history's item embeddings (plus positions) before the
-        first layer, as SASRec drops its input embeddings; 0 leaves them whole."""
+        first layer, as SASRec drops its input embeddings; 0 leaves them whole. ``ffn``: the width of
+        each layer's feed-forward block (None: 4 x dim; SASRec as UniSRec trains it: 256 at dim 300)."""
         super().__init__()
         if dim % heads:
             raise ValueError(f"model.dim={dim} is not divisible by the sequential tower's heads={heads}")
         self.start = nn.Parameter(torch.randn(dim) * 0.02)
         self.position = nn.Parameter(torch.randn(history_length + 1, dim) * 0.02)
         layer = nn.TransformerEncoderLayer(
-            dim, heads, 4 * dim, dropout, activation="gelu", batch_first=True, norm_first=True
+            dim, heads, ffn or 4 * dim, dropout, activation="gelu", batch_first=True, norm_first=True
         )
         self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.out = nn.LayerNorm(dim)
