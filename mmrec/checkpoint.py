@@ -124,9 +124,10 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> tuple[list[str], l
         if k in own and v.shape != own[k].shape
     ]
     if wrong:
+        shown = "; ".join(wrong[:3]) + (f"; and {len(wrong) - 3} more" if len(wrong) > 3 else "")
         raise CheckpointError(
-            f"init_from={path}: parameter(s) of another shape: {wrong}; was it trained on another catalogue, "
-            "or with another model.dim?"
+            f"init_from={path}: {len(wrong)} parameter(s) of another shape: {shown}; was it trained on another "
+            "catalogue, or with another model.dim?"
         )
     if not set(weights) & set(own):
         raise CheckpointError(f"init_from={path}: no parameter of this model is in the checkpoint")
