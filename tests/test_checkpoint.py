@@ -92,9 +92,15 @@ def test_init_from_starts_a_new_run_from_a_checkpoint_and_freeze_fixes_parts(tmp
     assert fixed == {n for n, _ in model.named_parameters() if n.startswith("user_tower.transformer.")} and fixed
     assert model.item_tower.id_embedding.weight.requires_grad and model.user_tower.id_embedding.weight.requires_grad
 
-    cfg, wider = scientific_id_model(tmp_path, f"init_from={path}", "model.dim=64")
-    with pytest.raises(CheckpointError, match=r"item_tower.id_embedding.weight \(30, 128\) \(this model: \(30, 64\)\)"):
-        start_from(wider, cfg)
+    cfg, narrower = scientific_id_model(tmp_path, f"init_from={path}", "model.dim=64")
+    with pytest.raises(CheckpointError) as error:
+        start_from(narrower, cfg)
+    wrong = sum(1 for name, value in trained.state_dict().items() if value.shape != narrower.state_dict()[name].shape)
+    assert (
+        f"{wrong} parameter(s) of another shape: item_tower.id_embedding.weight (30, 256) (this model: (30, 64));"
+        in str(error.value)
+    )
+    assert str(error.value).count("this model:") == 3 and f"and {wrong - 3} more;" in str(error.value)
     cfg, model = scientific_id_model(tmp_path, "model.freeze=[user_tower.nope]")
     with pytest.raises(
         ValueError, match=r"model.freeze: 'user_tower.nope' names no parameter.*'user_tower.transformer'"

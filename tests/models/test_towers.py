@@ -229,11 +229,11 @@ def test_sequential_input_dropout_drops_the_history_embeddings_in_training_only(
     assert not torch.allclose(dropped.train()(hist, mask, users), plain(hist, mask, users))
 
 
-@pytest.mark.parametrize("ffn, width", [("null", 4 * 128), ("96", 96)])
+@pytest.mark.parametrize("ffn, width", [("null", 4 * 64), ("96", 96)])
 def test_sequential_ffn_width_comes_from_config(tmp_path, ffn, width):
     from tests.conftest import scientific_id_model
 
-    _, model = scientific_id_model(tmp_path, f"model.user_tower.ffn={ffn}")
+    _, model = scientific_id_model(tmp_path, f"model.user_tower.ffn={ffn}", "model.dim=64")
     layers = model.user_tower.transformer.layers
     assert [layer.linear1.out_features for layer in layers] == [width] * len(layers)
     assert [layer.linear2.in_features for layer in layers] == [width] * len(layers)
