@@ -101,5 +101,9 @@ class CatalogueSoftmax:
             return in_batch_softmax(out.users, out.catalogue, labels, out.logit_scale)
         _, world = rank_and_world()
         total = gather_no_grad(out.valid).sum() / world
-        weight = out.valid.to(out.users.dtype)
-        return in_batch_softmax(out.users, out.catalogue, labels, out.logit_scale, None, None, weight, total)
+        # padded positions weigh 0: leave them out before the (rows x catalogue) logits rather than
+        # after, since short histories make most positions of a sequence batch padding
+        rows = out.valid.nonzero().squeeze(1)
+        users, labels = out.users[rows], labels[rows]
+        weight = users.new_ones(len(rows))
+        return in_batch_softmax(users, out.catalogue, labels, out.logit_scale, None, None, weight, total)
