@@ -21,6 +21,7 @@ from torch import nn
 from mmrec.checkpoint import load_weights
 from mmrec.data.datamodule import RecDataModule
 from mmrec.losses.objective import Objective
+from mmrec.models.adaptors import Whitened
 from mmrec.models.two_tower import TwoTowerModel
 from mmrec.training.cache import CatalogueEngine, FrozenFeatures
 from mmrec.training.module import RecModule
@@ -142,6 +143,17 @@ def build_model(cfg: DictConfig, encoders: dict[str, dict], sizes: DataSizes, tr
     projections = nn.ModuleDict(
         {k: make(head, "model.projection", in_dim=e.output_dim, dim=dim) for k, e in built.items()}
     )
+    if m.get("whiten"):
+        trained = sorted(k for k, c in encoders.items() if c.get("mode", "frozen") != "frozen")
+        if trained:
+            raise ValueError(
+                f"model.whiten={m.whiten} whitens frozen encoders' vectors with the catalogue's statistics, "
+                f"but {trained} train their encoders (their outputs move every step): set their mode to "
+                "frozen, or model.whiten=0"
+            )
+        projections = nn.ModuleDict(
+            {k: Whitened(p, built[k].output_dim, float(m.whiten)) for k, p in projections.items()}
+        )
     fusion = make(cfg.fusion, "fusion", modalities=tuple(sorted(built)), dim=dim) if built else None
     item_tower = make(
         m.item_tower,

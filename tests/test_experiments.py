@@ -68,6 +68,7 @@ def test_a_fine_tune_starts_from_its_grid_run_of_the_same_seed(tmp_path: Path):
     assert grid_runs.index("scientific_text+moe") < grid_runs.index("scientific_text_ids_ft")
     cfg = composed("scientific", "scientific_text_ids_ft", tmp_path)
     assert cfg.model.projection._target_.endswith("WhitenedMoE") and list(cfg.model.freeze) == ["user_tower"]
+    assert cfg.model.whiten == 0.5  # the same whitening as the text model it starts from
 
 
 def test_slot_share_counts_cold_and_warm_slots(tmp_path: Path):

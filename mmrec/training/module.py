@@ -136,7 +136,19 @@ class RecModule(L.LightningModule):
             log.info("%s: %d of %d items have it", m, int(present.sum()), len(present))
         if self.problems.count:
             log.warning("%d media file(s) could not be decoded; those modalities count as missing", self.problems.count)
+        self.fit_whitening()
         self._cached = True
+
+    def fit_whitening(self) -> None:
+        """Fit each frozen modality's ``model.whiten`` to the catalogue's vectors, once: a checkpoint
+        or ``init_from`` that carries fitted statistics keeps them."""
+        for m in self.frozen_modalities:
+            whitening = getattr(self.model.item_tower.projections[m], "whitening", None)
+            if whitening is None or bool(whitening.fitted):
+                continue
+            features, present = self.model.frozen.get(m)
+            whitening.fit(features[present])
+            log.info("%s: whitening fitted to the vectors of %d items", m, int(present.sum()))
 
     def check_empty_items(self) -> None:
         """Raise before training when some item has no usable modality and the model cannot embed it

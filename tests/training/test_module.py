@@ -115,3 +115,23 @@ def test_sequence_training_refuses_what_it_cannot_train(train_config):
         build(train_config(*SEQUENCE[:2], "data.train_unit=sequence", "loss.bce.weight=0"))
     with pytest.raises(ValueError, match="needs data.history_mode=before"):
         build(train_config(*SEQUENCE, "loss.bce.weight=0", "data.history_mode=others"))
+
+
+def test_whitening_is_fitted_to_the_frozen_catalogue_once(train_config):
+    _, m = build(train_config("+experiment=text_only", "encoder.text.mode=frozen", "model.whiten=0.5"))
+    m._ensure_cache()
+    whitening = m.model.item_tower.projections["text"].whitening
+    features, present = m.model.frozen.get("text")
+    spread = torch.linalg.eigvalsh(torch.cov(whitening(features[present]).T.double()))
+    assert bool(whitening.fitted) and spread.max() > 0.99
+    assert torch.all(((spread - 1).abs() < 1e-2) | (spread.abs() < 1e-4))  # unit variance, or a dropped direction
+    whitening.matrix.mul_(2.0)  # as a checkpoint's statistics: fitted, so never fitted again
+    kept = whitening.matrix.clone()
+    m._cached = False
+    m._ensure_cache()
+    assert torch.equal(whitening.matrix, kept)
+
+
+def test_whitening_refuses_encoders_that_train(train_config):
+    with pytest.raises(ValueError, match=r"model.whiten=0.5 whitens frozen .* \['text'\] train their encoders"):
+        build(train_config("+experiment=text_only", "model.whiten=0.5"))
