@@ -340,3 +340,18 @@ def test_a_dot_product_model_is_served_by_its_own_score(tmp_path, tiny_dataset):
     assert [r.item_id for r in served] == [rec.items[p]["item_id"] for p in top.indices.tolist()]
     assert [r.score for r in served] == pytest.approx(top.values.tolist(), abs=1e-4)
     assert served[0].explanation["score"] == pytest.approx(served[0].score, abs=1e-5)
+
+
+def test_a_whitened_model_serves_with_the_catalogue_statistics_it_was_trained_with(tmp_path, tiny_dataset):
+    """model.whiten: the bundle carries the fitted whitening, so an item recomputed from its stored
+    encoder outputs at serving time lands where the exported catalogue has it."""
+    from tests.conftest import train_and_export
+
+    frozen = ["encoder.image.mode=frozen", "encoder.audio.mode=frozen", "model.whiten=0.5"]
+    rec = Recommender(Bundle.load(train_and_export(tmp_path, tiny_dataset, *frozen)))
+    for m, projection in rec.model.item_tower.projections.items():
+        assert bool(projection.whitening.fitted), m
+        assert not torch.allclose(projection.whitening.matrix, torch.eye(len(projection.whitening.matrix))), m
+    embeddings = rec.bundle.catalogue["embeddings"]
+    for position in (0, 7):
+        torch.testing.assert_close(rec._item_embedding(position), embeddings[position], atol=1e-5, rtol=1e-5)
