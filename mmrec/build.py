@@ -88,6 +88,11 @@ def check_config(cfg: DictConfig) -> None:
         )
 
 
+def trained_modalities(encoders: dict[str, dict]) -> list[str]:
+    """The modalities whose encoders train (mode full or lora), sorted; the others are frozen."""
+    return sorted(m for m, c in encoders.items() if c.get("mode", "frozen") != "frozen")
+
+
 def featurizer_factories(encoders: dict[str, dict]) -> dict:
     """Each modality's featurizer as a partial, called with ``catalogue=`` (a dataclass passed to
     ``instantiate`` as a keyword would be converted by Hydra, so it is given afterwards)."""
@@ -106,7 +111,7 @@ def load_dataset(data: DictConfig):
 
 def build_datamodule(cfg: DictConfig, encoders: dict[str, dict]) -> RecDataModule:
     featurizers = featurizer_factories(encoders)
-    live = tuple(m for m, c in encoders.items() if c.get("mode", "frozen") != "frozen")
+    live = tuple(trained_modalities(encoders))
     data = OmegaConf.to_container(cfg.data, resolve=True)
     for key in CONFIG_ONLY_DATA_KEYS:
         data.pop(key, None)
@@ -144,7 +149,7 @@ def build_model(cfg: DictConfig, encoders: dict[str, dict], sizes: DataSizes, tr
         {k: make(head, "model.projection", in_dim=e.output_dim, dim=dim) for k, e in built.items()}
     )
     if m.get("whiten"):
-        trained = sorted(k for k, c in encoders.items() if c.get("mode", "frozen") != "frozen")
+        trained = trained_modalities(encoders)
         if trained:
             raise ValueError(
                 f"model.whiten={m.whiten} whitens frozen encoders' vectors with the catalogue's statistics, "
@@ -239,7 +244,7 @@ def build(cfg: DictConfig) -> tuple[RecDataModule, RecModule]:
             "set their weight to 0 (the in-batch softmax needs none) or data.num_negatives >= 1"
         )
     encoders = encoder_configs(cfg)
-    trained = sorted(m for m, c in encoders.items() if c.get("mode", "frozen") != "frozen")
+    trained = trained_modalities(encoders)
     if objective.needs_catalogue and trained:
         raise ValueError(
             f"loss term(s) {objective.needs_catalogue} embed the whole catalogue every step, but encoder(s) {trained} "
@@ -251,7 +256,7 @@ def build(cfg: DictConfig) -> tuple[RecDataModule, RecModule]:
     stats = dm.stats()  # before the model: its transient arrays and the model's tables never peak together
     model = build_model(cfg, encoders, DataSizes.of(dm), trained_ids=dm.item_train_counts > 0)
     start_from(model, cfg)
-    frozen_configs = {m: c for m, c in encoders.items() if c.get("mode", "frozen") == "frozen"}
+    frozen_configs = {m: c for m, c in encoders.items() if m not in trained}
     features = FrozenFeatures(
         dm.item_dataloader,
         {m: dm.fingerprint(m) for m in frozen_configs},

@@ -21,7 +21,14 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import save_model
 
-from mmrec.build import DataSizes, build_model, encoder_configs, featurizer_factories, load_dataset
+from mmrec.build import (
+    DataSizes,
+    build_model,
+    encoder_configs,
+    featurizer_factories,
+    load_dataset,
+    trained_modalities,
+)
 from mmrec.checkpoint import read_checkpoint
 from mmrec.configs import check_file_config
 from mmrec.data.features import catalogue_loader, modality_fingerprint
@@ -59,7 +66,8 @@ def catalogue_features(cfg, model, featurizers, encoders, dataset) -> dict[str, 
     """Every modality's encoder output (I, D_m) and presence (I,): frozen encoders through the
     embedding cache (read when training left it), trained ones in one encoding pass."""
     n, batch = dataset.num_items, cfg.data.eval_batch_size
-    frozen = {m: c for m, c in encoders.items() if c.get("mode", "frozen") == "frozen"}
+    trained = trained_modalities(encoders)
+    frozen = {m: c for m, c in encoders.items() if m not in trained}
     cache = FrozenFeatures(
         lambda ms, items=None: catalogue_loader({m: featurizers[m] for m in ms}, n, batch, items=items),
         {m: modality_fingerprint(dataset.fingerprint(), featurizers[m]) for m in frozen},
@@ -69,7 +77,7 @@ def catalogue_features(cfg, model, featurizers, encoders, dataset) -> dict[str, 
     )
     device = torch.device("cpu")
     out = {m: (f, p) for m, (f, p, _) in cache.load({m: model.encoders[m] for m in frozen}, n, device).items()}
-    for m in sorted(set(encoders) - set(frozen)):
+    for m in trained:
         loader = catalogue_loader({m: featurizers[m]}, n, batch)
         features, present, _ = encode_catalogue(model.encoders[m], m, loader, n, device)
         out[m] = (features, present)
