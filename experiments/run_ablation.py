@@ -76,7 +76,7 @@ PRESETS = {
             "scientific_ids",
             "scientific_text",
             "scientific_text_ids",
-            "scientific_text+moe",
+            "scientific_text_moe",
             "scientific_text_ids_ft",
         ],
         "overrides": [],
@@ -89,9 +89,10 @@ PRESETS = {
             "scientific_ids",
             "scientific_text+moe",
             "scientific_text_ids+iddrop",
-            "scientific_text_ids_ft",
+            "scientific_text_ids_ft+w128",
         ],
-        # its rows were measured before the Scientific text presets whitened MiniLM's vectors
+        # its rows were measured before the Scientific text presets whitened MiniLM's vectors, and
+        # its text models at 128 wide with 4 heads (scientific_text's shape)
         "overrides": ["data.split.method=cold_item", "model.whiten=0"],
         "metrics": ["test/recall@10", "test_warm/recall@10", "test_cold/recall@10", "test_cold/ndcg@10"],
         "seeds": [0, 1, 2],
@@ -155,19 +156,22 @@ VARIANTS = {
     # item IDs beside the text, dropped for a third of the items in training so the text alone learns
     # to place an item (a cold item has no trained ID)
     "+iddrop": ["model.id_dropout=0.3"],
+    # the fusion transformer's item from its [CLS] output, not the modality mean
     "+cls": ["fusion.pool=cls"],
+    # 128 wide with 4 heads: the shape of the Scientific text rows measured before scientific_text_moe
+    "+w128": ["model.dim=128", "model.user_tower.heads=4"],
     # IDs kept for every movie (no ID dropout) with the plot text beside them: the warm-protocol row
     "+plot": [
         "encoder/text=minilm",
         "fusion=mean",
         "encoder.text.featurizer.columns=[title,description]",
         "encoder.text.featurizer.max_length=128",
-    ],  # the fusion transformer's item from its [CLS] output, not the modality mean
+    ],
 }
 
 
 # presets that fine-tune another run of the grid (init_from its best checkpoint, the same seed)
-STARTS = {"scientific_text_ids_ft": "scientific_text+moe"}
+STARTS = {"scientific_text_ids_ft": "scientific_text_moe", "scientific_text_ids_ft+w128": "scientific_text+moe"}
 
 
 def command(experiment: str, seed: int, out: Path, overrides: list[str], logger: str = "wandb") -> list[str]:
