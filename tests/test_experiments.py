@@ -61,17 +61,11 @@ def test_cold_preset_holds_items_out_and_variants_change_the_item_tower(tmp_path
     assert not noid.model.item_id and noid.model.id_dropout == ids.model.id_dropout == 0.0
 
 
-def test_a_fine_tune_starts_from_its_grid_run_of_the_same_seed(tmp_path: Path):
-    grid = tmp_path / "grid"
-    args = run_ablation.command("scientific_text_ids_ft", 2, grid / "scientific_text_ids_ft" / "seed2", [], "csv")
-    assert f"init_from={grid / 'scientific_text_moe' / 'seed2'}" in args
-    grid_runs = run_ablation.PRESETS["scientific"]["experiments"]
-    assert grid_runs.index("scientific_text_moe") < grid_runs.index("scientific_text_ids_ft")
-    cfg = composed("scientific", "scientific_text_ids_ft", tmp_path)
-    start = composed("scientific", "scientific_text_moe", tmp_path)
-    assert cfg.model.projection._target_.endswith("WhitenedMoE") and list(cfg.model.freeze) == ["user_tower"]
-    assert (cfg.model.dim, cfg.model.user_tower.heads, cfg.model.whiten) == (256, 2, 0.5)
-    # the model it starts from in every other respect (shape, whitening, adaptor), so every parameter loads
+def fine_tune_and_start(preset: str, experiment: str, tmp_path: Path):
+    """A fine-tune's config and its start's, checked equal in everything but the ID settings and
+    what it freezes (shape, whitening, adaptor), so every parameter of the start loads."""
+    cfg = composed(preset, experiment, tmp_path)
+    start = composed(preset, run_ablation.STARTS[experiment], tmp_path)
     tuned, started = (OmegaConf.to_container(c.model, resolve=True) for c in (cfg, start))
     assert {k for k in tuned if tuned[k] != started[k]} == {
         "item_id",
@@ -82,6 +76,19 @@ def test_a_fine_tune_starts_from_its_grid_run_of_the_same_seed(tmp_path: Path):
     }
     for tower in ("user_tower", "item_tower"):
         assert {k for k in tuned[tower] if tuned[tower][k] != started[tower][k]} <= {"item_id", "id_init_std"}
+    assert cfg.model.item_id and not start.model.item_id
+    return cfg, start
+
+
+def test_a_fine_tune_starts_from_its_grid_run_of_the_same_seed(tmp_path: Path):
+    grid = tmp_path / "grid"
+    args = run_ablation.command("scientific_text_ids_ft", 2, grid / "scientific_text_ids_ft" / "seed2", [], "csv")
+    assert f"init_from={grid / 'scientific_text_moe' / 'seed2'}" in args
+    grid_runs = run_ablation.PRESETS["scientific"]["experiments"]
+    assert grid_runs.index("scientific_text_moe") < grid_runs.index("scientific_text_ids_ft")
+    cfg, _ = fine_tune_and_start("scientific", "scientific_text_ids_ft", tmp_path)
+    assert cfg.model.projection._target_.endswith("WhitenedMoE") and list(cfg.model.freeze) == ["user_tower"]
+    assert (cfg.model.dim, cfg.model.user_tower.heads, cfg.model.whiten) == (256, 2, 0.5)
 
 
 def test_the_cold_grid_fine_tunes_its_128_wide_text_model(tmp_path: Path):
@@ -89,9 +96,7 @@ def test_the_cold_grid_fine_tunes_its_128_wide_text_model(tmp_path: Path):
         "scientific_text_ids_ft+w128", 0, tmp_path / "scientific_text_ids_ft+w128" / "seed0", []
     )
     assert f"init_from={tmp_path / 'scientific_text+moe' / 'seed0'}" in args
-    ft = composed("scientific_cold", "scientific_text_ids_ft+w128", tmp_path)
-    start = composed("scientific_cold", "scientific_text+moe", tmp_path)
-    for cfg in (ft, start):
+    for cfg in fine_tune_and_start("scientific_cold", "scientific_text_ids_ft+w128", tmp_path):
         assert (cfg.model.dim, cfg.model.user_tower.heads, cfg.model.whiten) == (128, 4, 0)
         assert cfg.model.projection._target_.endswith("WhitenedMoE")
 
