@@ -61,9 +61,9 @@ def write_lastfm(root: Path, items: int = 30, users: int = 20) -> Path:
 def write_ml100k_tmdb(root: Path, movies: int = 1682) -> Path:
     """items_tmdb.csv for ml-100k's movie ids (the interactions come from the recbole wheel)."""
     root.mkdir(parents=True, exist_ok=True)
-    lines = ["movie_id,title,Action,Comedy,Drama,overview,original_language"]
+    lines = ["movie_id,title,year,Action,Comedy,Drama,overview,original_language"]
     lines += [
-        f"{i},Movie {i},{i % 2},{(i // 2) % 2},{(i // 4) % 2},A plot about topic {i % 7},en"
+        f"{i},Movie {i},{1990 + i % 8}.0,{i % 2},{(i // 2) % 2},{(i // 4) % 2},A plot about topic {i % 7},en"
         for i in range(1, movies + 1)
     ]
     (root / "items_tmdb.csv").write_text("\n".join(lines) + "\n")

@@ -7,8 +7,9 @@ root/imdb_details.json   a list of IMDb records: ``movie_id``, ``description`` (
 root/posters/<id>.jpg    one poster per movie (optional)
 The interactions are ml-100k's own (``{name}.inter``), from ``interactions_root`` or the copy inside
 the ``recbole`` wheel. Items: ``title`` (the ml-100k title), ``description`` (the TMDB overview,
-tagline and IMDb plot joined), ``image`` (the poster), ``tags`` (genres). TMDB's vote counts and
-averages are outside popularity signals and are left out of the content.
+tagline and IMDb plot joined), ``image`` (the poster), ``tags`` (the release year as ``year:1995``,
+then the genres). TMDB's vote counts and averages are outside popularity signals and are left out of
+the content.
 """
 
 from __future__ import annotations
@@ -37,6 +38,23 @@ def first_rows(table: pd.DataFrame, path: Path) -> pd.DataFrame:
     if repeated:
         log.warning("%s: %d repeated movie_id rows; the first row of each movie is used", path, repeated)
     return table.drop_duplicates("movie_id").set_index("movie_id")
+
+
+def metadata_tags(flags: pd.DataFrame, path: Path) -> list[str]:
+    """Each movie's categorical metadata, ``|``-joined: its release year (first, so a tag limit never
+    cuts it), then its genre flags. A year that is there but not a number is refused."""
+    raw = flags["year"] if "year" in flags.columns else pd.Series("", index=flags.index)
+    years = pd.to_numeric(raw, errors="coerce")
+    unreadable = raw.notna() & (raw.astype(str).str.strip() != "") & years.isna()
+    if unreadable.any():
+        shown = {str(k): raw[k] for k in flags.index[unreadable][:5]}
+        raise DataError(f"{path}: 'year' is not a number for movie(s) {shown} (expected e.g. 1995 or 1995.0)")
+    genres = [g for g in GENRES if g in flags.columns]
+    flagged = flags[genres].astype(str).apply(lambda c: c.str.strip().isin(("1", "1.0")))
+    return [
+        "|".join(([f"year:{int(year)}"] if pd.notna(year) else []) + [g for g in genres if row[g]])
+        for year, (_, row) in zip(years, flagged.iterrows())
+    ]
 
 
 def read_imdb_plots(path: Path) -> dict[str, str]:
@@ -78,9 +96,7 @@ def load_movielens_tmdb(
         " ".join(p for p in row if p) for row in zip(*(pd.Series(parts[t], index=items.index) for t in text))
     ]
     flags = tmdb.reindex(items["item_id"])
-    items["tags"] = [
-        "|".join(g for g in GENRES if str(row.get(g, "0")).strip() in ("1", "1.0")) for _, row in flags.iterrows()
-    ]
+    items["tags"] = metadata_tags(flags, root / "items_tmdb.csv")
     posters = {p.stem for p in (root / "posters").glob("*.jpg")} if (root / "posters").is_dir() else set()
     items["image"] = [f"posters/{i}.jpg" if i in posters else "" for i in items["item_id"]]
     lacking = int((items["description"] == "").sum())
