@@ -126,7 +126,7 @@ PRESETS = {
         "seeds": [0, 1, 2, 3, 4],
     },
     "ml100k_tmdb": {
-        "experiments": ["ml100k_tmdb_ids", "ml100k_tmdb_plot_ids", "ml100k_tmdb_ids+plot"],
+        "experiments": ["ml100k_tmdb_ids", "ml100k_tmdb_plot_ids", "ml100k_tmdb_ids+plot", "ml100k_tmdb_ids+meta"],
         "overrides": [],
         "metrics": ["test/recall@10", "test/ndcg@10", "test/hit@10", "test/mrr@10"],
         "seeds": [0, 1, 2],
@@ -177,6 +177,8 @@ VARIANTS = {
         "encoder.text.featurizer.columns=[title,description]",
         "encoder.text.featurizer.max_length=128",
     ],
+    # the release year and genres (the categorical metadata modality) beside IDs kept for every movie
+    "+meta": ["encoder/tags=default", "fusion=mean"],
 }
 
 
