@@ -115,6 +115,7 @@ PRESETS = {
         "experiments": [
             "ml100k_tmdb_ids",
             "ml100k_tmdb_title",
+            "ml100k_tmdb_title_year",
             "ml100k_tmdb_plot",
             "ml100k_tmdb_plot_ids",
             "ml100k_tmdb_meta",

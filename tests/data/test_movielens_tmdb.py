@@ -63,6 +63,10 @@ def test_the_description_takes_the_parts_asked_for_in_their_order(tmp_path):
     items = load(write_dataset(tmp_path), text=("plot", "overview"))
     assert items.loc["1", "description"] == "A cowboy doll is threatened. Toys come alive."
     assert items.loc["3", "description"] == ""
+    items = load(tmp_path, text=("year", "tagline"))
+    assert items.loc["1", "description"] == "Released in 1995. The toys are back."
+    assert items.loc["2", "description"] == "Released in 1995."
+    assert items.loc["3", "description"] == "Twelve outrageous guests."  # no year, no sentence
 
 
 def test_the_optional_files_may_be_absent(tmp_path):

@@ -24,6 +24,7 @@ from mmrec.data.loaders.recbole import load_recbole
 from mmrec.data.schema import DataError, RecDataset, read_table
 
 log = logging.getLogger(__name__)
+TEXT_PARTS = ("year", "overview", "tagline", "plot")
 GENRES = (
     "Action Adventure Animation Children Comedy Crime Documentary Drama Fantasy FilmNoir Horror Musical Mystery "
     "Romance SciFi Thriller War Western"
@@ -40,15 +41,21 @@ def first_rows(table: pd.DataFrame, path: Path) -> pd.DataFrame:
     return table.drop_duplicates("movie_id").set_index("movie_id")
 
 
-def metadata_tags(flags: pd.DataFrame, path: Path) -> list[str]:
-    """Each movie's categorical metadata, ``|``-joined: its release year (first, so a tag limit never
-    cuts it), then its genre flags. A year that is there but not a number is refused."""
+def release_years(flags: pd.DataFrame, path: Path) -> pd.Series:
+    """Each movie's release year (float, NaN where there is none); a year that is there but not a
+    number is refused."""
     raw = flags["year"] if "year" in flags.columns else pd.Series("", index=flags.index)
     years = pd.to_numeric(raw, errors="coerce")
     unreadable = raw.notna() & (raw.astype(str).str.strip() != "") & years.isna()
     if unreadable.any():
         shown = {str(k): raw[k] for k in flags.index[unreadable][:5]}
         raise DataError(f"{path}: 'year' is not a number for movie(s) {shown} (expected e.g. 1995 or 1995.0)")
+    return years
+
+
+def metadata_tags(flags: pd.DataFrame, years: pd.Series) -> list[str]:
+    """Each movie's categorical metadata, ``|``-joined: its release year (first, so a tag limit never
+    cuts it), then its genre flags."""
     genres = [g for g in GENRES if g in flags.columns]
     flagged = flags[genres].astype(str).apply(lambda c: c.str.strip().isin(("1", "1.0")))
     return [
@@ -74,15 +81,19 @@ def load_movielens_tmdb(
     text: tuple = ("overview", "tagline", "plot"),
 ) -> RecDataset:
     """ml-100k's interactions with TMDB/IMDb text and posters (module docstring). ``text`` chooses the
-    description's parts: any of overview (TMDB), tagline (TMDB), plot (IMDb)."""
+    description's parts, in order: any of year ("Released in 1995."), overview (TMDB), tagline
+    (TMDB), plot (IMDb)."""
     root = Path(root)
-    unknown = sorted(set(text) - {"overview", "tagline", "plot"})
+    unknown = sorted(set(text) - set(TEXT_PARTS))
     if unknown:
-        raise ValueError(f"data.dataset.text: unknown part(s) {unknown}; expected overview, tagline, plot")
+        raise ValueError(f"data.dataset.text: unknown part(s) {unknown}; expected any of {', '.join(TEXT_PARTS)}")
     base = load_recbole(interactions_root, name, title_field="movie_title")
     items = base.items[["item_id", "title"]].copy()
-    tmdb = first_rows(read_table(root / "items_tmdb.csv"), root / "items_tmdb.csv")
-    parts = {}
+    tmdb_path = root / "items_tmdb.csv"
+    tmdb = first_rows(read_table(tmdb_path), tmdb_path)
+    flags = tmdb.reindex(items["item_id"])
+    years = release_years(flags, tmdb_path)
+    parts = {"year": [f"Released in {int(y)}." if pd.notna(y) else "" for y in years]}
     parts["overview"] = items["item_id"].map(tmdb["overview"]).fillna("")
     records_path = root / "tmdb_records.csv"
     parts["tagline"] = (
@@ -95,10 +106,9 @@ def load_movielens_tmdb(
     items["description"] = [
         " ".join(p for p in row if p) for row in zip(*(pd.Series(parts[t], index=items.index) for t in text))
     ]
-    flags = tmdb.reindex(items["item_id"])
-    items["tags"] = metadata_tags(flags, root / "items_tmdb.csv")
+    items["tags"] = metadata_tags(flags, years)
     posters = {p.stem for p in (root / "posters").glob("*.jpg")} if (root / "posters").is_dir() else set()
     items["image"] = [f"posters/{i}.jpg" if i in posters else "" for i in items["item_id"]]
     lacking = int((items["description"] == "").sum())
     log.info("%s: %d of %d movies have plot text, %d a poster", root, len(items) - lacking, len(items), len(posters))
-    return RecDataset.from_frames(name + "-tmdb", root, items, base.interactions, str(root / "items_tmdb.csv"))
+    return RecDataset.from_frames(name + "-tmdb", root, items, base.interactions, str(tmdb_path))
