@@ -110,5 +110,12 @@ def load_movielens_tmdb(
     posters = {p.stem for p in (root / "posters").glob("*.jpg")} if (root / "posters").is_dir() else set()
     items["image"] = [f"posters/{i}.jpg" if i in posters else "" for i in items["item_id"]]
     lacking = int((items["description"] == "").sum())
-    log.info("%s: %d of %d movies have plot text, %d a poster", root, len(items) - lacking, len(items), len(posters))
+    log.info(
+        "%s: %d of %d movies have a description (%s), %d a poster",
+        root,
+        len(items) - lacking,
+        len(items),
+        ", ".join(text),
+        len(posters),
+    )
     return RecDataset.from_frames(name + "-tmdb", root, items, base.interactions, str(tmdb_path))
